@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import os
+import threading
+from pathlib import Path
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "diary_project.settings")
 
 app = Celery("diary_project")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+_heartbeat_stop = threading.Event()
+
+
+@app.on_after_configure.connect
+def create_broker_folders(sender: Celery, **kwargs) -> None:
+    # kombu's filesystem transport expects its folders to exist.
+    options = sender.conf.broker_transport_options or {}
+    for key in ("data_folder_in", "data_folder_out", "processed_folder"):
+        if options.get(key):
+            Path(options[key]).mkdir(parents=True, exist_ok=True)
 
 
 @app.on_after_finalize.connect
@@ -30,7 +43,27 @@ def load_engine_after_fork(**kwargs) -> None:
     # CTranslate2 is not fork-safe: load the model in each child, after the fork, once.
     from django.conf import settings
 
-    if os.environ.get("DIARY_PRELOAD_ENGINE", "1") == "1":
+    if settings.ENGINE_PRELOAD:
         from transcription.engines.registry import get_engine
 
         get_engine(settings.TRANSCRIPTION_ENGINE).warm_up()
+
+
+def _touch_heartbeat(path: Path) -> None:
+    while not _heartbeat_stop.is_set():
+        path.touch()
+        _heartbeat_stop.wait(30)
+
+
+@worker_ready.connect
+def start_heartbeat(**kwargs) -> None:
+    from django.conf import settings
+
+    path = Path(settings.WORKER_HEARTBEAT_FILE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    threading.Thread(target=_touch_heartbeat, args=(path,), name="heartbeat", daemon=True).start()
+
+
+@worker_shutdown.connect
+def stop_heartbeat(**kwargs) -> None:
+    _heartbeat_stop.set()

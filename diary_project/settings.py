@@ -81,6 +81,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "diaries",
     "transcription",
 ]
@@ -118,12 +119,16 @@ DATABASE_URL = env_str("DATABASE_URL", "")
 if DATABASE_URL:
     DATABASES = {"default": database_from_url(DATABASE_URL)}
 else:
+    # The embedded default keeps its SQLite file here; create the folder on first use.
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": str(DATA_DIR / "diary.sqlite3"),
+            "NAME": env_str("SQLITE_PATH", str(DATA_DIR / "diary.sqlite3")),
             # Web server and worker share the file: wait for locks instead of failing.
             "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"},
+            # A file, not memory: the Celery workers that tests start must see the same database.
+            "TEST": {"NAME": str(DATA_DIR / "test-diary.sqlite3")},
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -204,6 +209,10 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI assets are served from the sidecar package: the docs work offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 API_KEY_PREFIX = "ad"
 
@@ -250,6 +259,10 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", 1)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Load the transcription model in each worker process right after the fork.
+ENGINE_PRELOAD = env_bool("ENGINE_PRELOAD", True)
+# Touched every 30 s by a running worker; the container's liveness probe checks its age.
+WORKER_HEARTBEAT_FILE = env_str("WORKER_HEARTBEAT_FILE", "/tmp/diary-worker-heartbeat")
 
 # Step limits: the soft limit raises inside the task so it can record the failure.
 TRANSCRIBE_SOFT_TIME_LIMIT = env_int("TRANSCRIBE_SOFT_TIME_LIMIT", 3300)

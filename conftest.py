@@ -1,0 +1,185 @@
+"""Fixtures shared by every app's tests: users and keys, speech made with espeak-ng, real workers."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent
+
+
+def make_speech(text: str, path: Path, *, voice: str = "en-us", speed: int = 150, gap_ms: int = 0) -> Path:
+    """Synthesise `text` to a WAV file with espeak-ng (a real recording the model must understand)."""
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is not installed: run `make test` (it installs the Debian package)")
+    args = ["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(path)]
+    if gap_ms:
+        args += ["-g", str(gap_ms // 10)]
+    subprocess.run([*args, text], check=True, capture_output=True)
+    return path
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Word-level Levenshtein distance over the reference length (punctuation and case ignored)."""
+    import re
+
+    ref = re.findall(r"[a-z0-9']+", reference.lower())
+    hyp = re.findall(r"[a-z0-9']+", hypothesis.lower())
+    previous = list(range(len(hyp) + 1))
+    for i, ref_word in enumerate(ref, 1):
+        current = [i] + [0] * len(hyp)
+        for j, hyp_word in enumerate(hyp, 1):
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref_word != hyp_word))
+        previous = current
+    return previous[-1] / max(1, len(ref))
+
+
+SPOKEN_TEXT = (
+    "Today I went for a long walk in the park with my sister. "
+    "The weather was lovely and I felt calm and happy afterwards."
+)
+
+
+@pytest.fixture(scope="session")
+def speech_wav(tmp_path_factory) -> Path:
+    return make_speech(SPOKEN_TEXT, tmp_path_factory.mktemp("speech") / "walk.wav")
+
+
+@pytest.fixture
+def user(django_user_model):
+    return django_user_model.objects.create_user(username="alice", password="pw-alice-123")
+
+
+@pytest.fixture
+def other_user(django_user_model):
+    return django_user_model.objects.create_user(username="bob", password="pw-bob-123")
+
+
+def api_client_for(user):
+    from rest_framework.test import APIClient
+
+    from diaries.services import api_key_create
+
+    _, key = api_key_create(user=user, name="test")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    client.api_key = key
+    return client
+
+
+@pytest.fixture
+def api_client(user):
+    return api_client_for(user)
+
+
+@pytest.fixture
+def other_api_client(other_user):
+    return api_client_for(other_user)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_engines():
+    # Engines read settings when built; tests that change settings need new ones.
+    from transcription.engines import registry
+
+    registry.reset()
+    yield
+    registry.reset()
+
+
+class WorkerProcess:
+    """A real `celery worker` subprocess on the same database and broker as the test."""
+
+    def __init__(self, log_path: Path, env: dict[str, str], concurrency: int = 1, beat: bool = False) -> None:
+        args = [sys.executable, "-m", "celery", "-A", "diary_project", "worker", "--loglevel", "INFO",
+                "--concurrency", str(concurrency), "--without-gossip", "--without-mingle", "-n",
+                f"test-{os.getpid()}-{time.monotonic_ns()}@%h"]
+        if beat:
+            args += ["-B", "-s", str(log_path.with_suffix(".beat"))]
+        self.log_path = log_path
+        self.log = log_path.open("ab")
+        self.process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if " ready." in self.log_path.read_text(errors="replace"):
+                return
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.2)
+        pytest.fail(f"Celery worker did not start:\n{self.log_path.read_text(errors='replace')[-4000:]}")
+
+    def child_pids(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True).stdout
+        return [int(pid) for pid in out.split()]
+
+    def kill9(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+        self.log.close()
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    """The environment a worker needs to share this test's database, storage and broker."""
+    from django.conf import settings
+    from django.db import connection
+
+    env = dict(os.environ)
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        env["SQLITE_PATH"] = str(db["NAME"])
+    else:
+        env["DATABASE_URL"] = (
+            f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+        )
+    env["MEDIA_ROOT"] = str(settings.MEDIA_ROOT)
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def start_worker(tmp_path) -> Iterator:
+    """Start real workers: `start_worker(**env)`; all are stopped at teardown."""
+    workers: list[WorkerProcess] = []
+
+    def start(concurrency: int = 1, beat: bool = False, wait: bool = True, **extra_env: str) -> WorkerProcess:
+        worker = WorkerProcess(tmp_path / f"worker-{len(workers)}.log", worker_env(**extra_env), concurrency, beat)
+        workers.append(worker)
+        if wait:
+            worker.wait_ready()
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.2, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"Timed out after {timeout}s waiting for {message}")

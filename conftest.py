@@ -183,3 +183,24 @@ def wait_for(predicate, timeout: float, interval: float = 0.2, message: str = "c
             return value
         time.sleep(interval)
     pytest.fail(f"Timed out after {timeout}s waiting for {message}")
+
+
+def transcode(source: Path, target: Path, *, codec: str, rate: int = 16000, container: str | None = None) -> Path:
+    """Re-encode a WAV with PyAV's bundled FFmpeg (wav → mp3/ogg-opus/flac/m4a-aac/webm)."""
+    import av
+
+    with av.open(str(source)) as src, av.open(str(target), "w", format=container) as dst:
+        stream = dst.add_stream(codec, rate=rate)
+        stream.layout = "mono"
+        resampler = av.AudioResampler(format=stream.codec_context.format or "s16", layout="mono", rate=rate)
+        for frame in src.decode(audio=0):
+            frame.pts = None
+            for resampled in resampler.resample(frame):
+                for packet in stream.encode(resampled):
+                    dst.mux(packet)
+        for resampled in resampler.resample(None):
+            for packet in stream.encode(resampled):
+                dst.mux(packet)
+        for packet in stream.encode(None):
+            dst.mux(packet)
+    return target

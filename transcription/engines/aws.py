@@ -19,14 +19,16 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    ConnectionError as BotoConnectionError,
     CredentialRetrievalError,
     HTTPClientError,
     IncompleteReadError,
     TokenRetrievalError,
 )
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
+)
 
-from transcription.engines.base import AudioRef, EngineError, Pending, Segment, Transcript, TranscribeOptions
+from transcription.engines.base import AudioRef, EngineError, Pending, Segment, TranscribeOptions, Transcript
 
 logger = logging.getLogger(__name__)
 
@@ -208,23 +210,27 @@ def engine_error_from_aws(exc: Exception, action: str) -> EngineError:
     return EngineError(f"{action}: {exc}", permanent=True)
 
 
+class MalformedOutput(ValueError):
+    """Transcribe's output JSON does not have the expected shape."""
+
+
 def _seconds(value: Any, what: str) -> float:
     try:
         seconds = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{what} is not a number: {value!r}") from None
+        raise MalformedOutput(f"{what} is not a number: {value!r}") from None
     if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"{what} is out of range: {value!r}")
+        raise MalformedOutput(f"{what} is out of range: {value!r}")
     return seconds
 
 
 def segments_from_audio_segments(audio_segments: Any) -> list[Segment]:
     if not isinstance(audio_segments, list):
-        raise ValueError("results.audio_segments is not a list")
+        raise MalformedOutput("results.audio_segments is not a list")
     segments = []
     for index, item in enumerate(audio_segments):
         if not isinstance(item, dict) or not isinstance(item.get("transcript"), str):
-            raise ValueError(f"audio_segments[{index}] has no transcript text")
+            raise MalformedOutput(f"audio_segments[{index}] has no transcript text")
         start = _seconds(item.get("start_time"), f"audio_segments[{index}].start_time")
         end = _seconds(item.get("end_time"), f"audio_segments[{index}].end_time")
         text = item["transcript"].strip()
@@ -236,7 +242,7 @@ def segments_from_audio_segments(audio_segments: Any) -> list[Segment]:
 def segments_from_items(items: Any) -> list[Segment]:
     """Group word items into segments: at sentence ends once ≥ 5 s long, on pauses ≥ 1 s, and at ~30 s."""
     if not isinstance(items, list):
-        raise ValueError("results.items is not a list")
+        raise MalformedOutput("results.items is not a list")
     segments: list[Segment] = []
     words: list[str] = []
     seg_start = seg_end = 0.0
@@ -248,13 +254,13 @@ def segments_from_items(items: Any) -> list[Segment]:
 
     for index, item in enumerate(items):
         if not isinstance(item, dict):
-            raise ValueError(f"items[{index}] is not an object")
+            raise MalformedOutput(f"items[{index}] is not an object")
         alternatives = item.get("alternatives")
         if not isinstance(alternatives, list) or not alternatives or not isinstance(alternatives[0], dict):
-            raise ValueError(f"items[{index}] has no alternatives")
+            raise MalformedOutput(f"items[{index}] has no alternatives")
         content = alternatives[0].get("content")
         if not isinstance(content, str):
-            raise ValueError(f"items[{index}] has no content")
+            raise MalformedOutput(f"items[{index}] has no content")
         kind = item.get("type")
         if kind == "punctuation":
             if not words:
@@ -264,7 +270,7 @@ def segments_from_items(items: Any) -> list[Segment]:
                 flush()
             continue
         if kind != "pronunciation":
-            raise ValueError(f"items[{index}] has unknown type {kind!r}")
+            raise MalformedOutput(f"items[{index}] has unknown type {kind!r}")
         start = _seconds(item.get("start_time"), f"items[{index}].start_time")
         end = max(start, _seconds(item.get("end_time"), f"items[{index}].end_time"))
         if words and (start - seg_end >= PAUSE_SPLIT_SECONDS or end - seg_start > MAX_SEGMENT_SECONDS):
@@ -280,9 +286,9 @@ def segments_from_items(items: Any) -> list[Segment]:
 def transcript_from_output(
     data: Any, *, language_code: str | None, language_probability: float | None = None
 ) -> Transcript:
-    """Convert Transcribe's output JSON into a Transcript; raise ValueError if it is malformed."""
+    """Convert Transcribe's output JSON into a Transcript; raise MalformedOutput if it is malformed."""
     if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
-        raise ValueError("no 'results' object")
+        raise MalformedOutput("no 'results' object")
     results = data["results"]
     if results.get("audio_segments"):
         segments = segments_from_audio_segments(results["audio_segments"])
@@ -421,8 +427,10 @@ class AwsTranscribeEngine:
                 language_code=job.get("LanguageCode"),
                 language_probability=job.get("IdentifiedLanguageScore"),
             )
-        except ValueError as exc:
-            raise EngineError(f"Malformed Amazon Transcribe output at s3://{bucket}/{key}: {exc}", permanent=True) from exc
+        except MalformedOutput as exc:
+            raise EngineError(
+                f"Malformed Amazon Transcribe output at s3://{bucket}/{key}: {exc}", permanent=True
+            ) from exc
 
     def _read_json(self, bucket: str, key: str) -> Any:
         try:

@@ -13,7 +13,7 @@ from typing import Any
 
 import openai
 
-from transcription.engines.base import AudioRef, EngineError, Pending, Segment, Transcript, TranscribeOptions
+from transcription.engines.base import AudioRef, EngineError, Pending, Segment, TranscribeOptions, Transcript
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +43,19 @@ WHISPER_LANGUAGE_CODES.update({"burmese": "my", "valencian": "ca", "flemish": "n
 
 
 def iso_language(value: str | None) -> str:
-    """"english" → "en", "en-US" → "en", "en" → "en"; unknown names are kept lower-cased."""
+    """Map Whisper's "english", or "en-US", to "en"; unknown names are kept lower-cased."""
     text = (value or "").strip().lower()
     if text in WHISPER_LANGUAGE_CODES:
         return WHISPER_LANGUAGE_CODES[text]
     return text.split("-")[0].split("_")[0]
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    try:
+        seconds = float(value or "")
+    except ValueError:
+        return None  # an HTTP date, or nothing
+    return seconds if 0 <= seconds < 86400 else None
 
 
 def engine_error_from_openai(exc: Exception) -> EngineError:
@@ -60,9 +68,8 @@ def engine_error_from_openai(exc: Exception) -> EngineError:
         # 429 "insufficient_quota" is a billing problem: retrying only burns the retry budget.
         quota = exc.code == "insufficient_quota"
         error = EngineError(f"OpenAI transcription rate-limited (429): {exc.message}", permanent=quota)
-        retry_after = exc.response.headers.get("retry-after")
         # Not part of the interface: a hint the task may use as its countdown.
-        error.retry_after = float(retry_after) if retry_after and retry_after.replace(".", "", 1).isdigit() else None
+        error.retry_after = _retry_after_seconds(exc.response.headers.get("retry-after"))
         return error
     if isinstance(exc, openai.APIStatusError):
         transient = exc.status_code >= 500 or exc.status_code in (408, 409)

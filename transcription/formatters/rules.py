@@ -48,9 +48,14 @@ _FILLERS_EN = re.compile(r"u+m+|er|a+h+", re.IGNORECASE)
 _REPEATS_EN = frozenset({"that", "had", "is"})
 _ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "st", "vs", "prof", "jr", "sr", "e.g", "i.e"})
 _PRONOUN_I = re.compile(r"i(?:['’](?:m|ve|ll|d))?")
-_TITLE_SMALL_WORDS_EN = frozenset({"a", "an", "the", "and", "or", "but", "of", "to", "in", "on", "at", "for", "by", "with"})
+_TITLE_SMALL_WORDS_EN = frozenset(
+    {"a", "an", "the", "and", "or", "but", "of", "to", "in", "on", "at", "for", "by", "with"}
+)
 # Words every diary entry mentions; useless as tags.
-_GENERIC_TAGS_EN = frozenset({"today", "yesterday", "tomorrow", "morning", "evening", "night", "day", "week", "time"})
+_GENERIC_TAGS_EN = frozenset(
+    {"today", "yesterday", "tomorrow", "morning", "evening", "night", "day", "week", "time"}
+    | {"yeah", "okay", "ok", "like", "lot", "thing", "things", "stuff", "bit", "kind", "sort"}
+)
 
 _TERMINAL = ".!?…。！？"
 _CLOSERS = "\"'”’»)]}"
@@ -111,7 +116,7 @@ def _is_filler(core: str, lang: _Language) -> bool:
 
 
 def _is_stutter(prev: _Tok, tok: _Tok, lang: _Language) -> bool:
-    """"I I went", "the- the": the same word twice in a row, with nothing but a dash between."""
+    """The same word twice in a row with nothing but a dash between: "I I went", "the- the"."""
     word = prev.core.lower()
     if not word or word != tok.core.lower() or tok.lead or prev.trail not in ("", "-", "–", "—"):
         return False
@@ -139,6 +144,7 @@ def _drop_filler(out: list[_Tok], filler: _Tok) -> None:
 
 def _fix_punctuation(text: str) -> str:
     text = re.sub(r"\s+", " ", text).strip()
+    text = re.sub(r" \.(?=[^\W\d_]{2})", ". ", text)  # "world .how" (a segment joint) -> "world. how"
     text = re.sub(r"\s+([,.;:!?…%)\]}。！？、，])", r"\1", text)  # "word ," -> "word,"
     text = re.sub(r"([(\[{])\s+", r"\1", text)  # "( word" -> "(word"
     text = re.sub(r"([,;:!?])(?=[^\W\d_])", r"\1 ", text)  # "one,two" -> "one, two" (not "1,000")
@@ -206,6 +212,7 @@ def _clean_text(text: str, lang: _Language) -> str:
     if not any(tok.core for tok in out):
         return ""
     text = _fix_punctuation(" ".join(str(tok) for tok in out))
+    text = re.sub(r"^[,.;:!?…]+\s*", "", text)  # punctuation left over from a dropped opening filler
     return _end_paragraph(_capitalise(text, lang), lang)
 
 
@@ -305,8 +312,6 @@ def _make_title(phrases: list[str], sentences: list[str], lang: _Language) -> st
         return EMPTY_TITLE
     # Prefer a multi-word phrase among the best three ("Dentist Appointment" over "Dentist").
     best = next((p for p in phrases[:3] if len(p.split()) > 1), "")
-    if not best and len(sentences[0].split()) > MAX_TITLE_WORDS and phrases:
-        best = phrases[0]
     if best:
         words = best.split()
         if lang.english:
@@ -316,13 +321,17 @@ def _make_title(phrases: list[str], sentences: list[str], lang: _Language) -> st
             ]
         else:
             words[0] = _capitalise_first(words[0])
-    else:  # a short first sentence says more than one keyword ("I went home" over "Home")
+    else:
+        # The opening words say more than a lone keyword ("Today I went to the dentist" over
+        # "Today"); stop words left dangling at the cut are dropped ("... to the").
         words = sentences[0].split()[:MAX_TITLE_WORDS]
+        while len(words) > 1 and _Tok.of(words[-1]).core.lower() in lang.stopwords:
+            words.pop()
     title = " ".join(words[:MAX_TITLE_WORDS])
     while len(title) > MAX_TITLE_CHARS and " " in title:
         title = title.rsplit(" ", 1)[0]
-    title = title[:MAX_TITLE_CHARS].strip(" ,;:-–—.…")
-    return title or _WORD.findall(sentences[0])[0][:MAX_TITLE_CHARS]
+    title = title[:MAX_TITLE_CHARS].strip(" ,;:-–—.…。，、")
+    return title or _WORD.findall(sentences[0])[0][:MAX_TITLE_CHARS]  # sentences all hold a word
 
 
 def _make_tags(phrases: list[str], lang: _Language) -> tuple[str, ...]:
@@ -355,13 +364,14 @@ def _shorten(text: str, limit: int) -> str:
 def _make_summary(sentences: list[str], phrases: list[str], scores: list[float], lang: _Language) -> str:
     """The one or two most salient sentences, in spoken order.
 
-    Salience: keyphrases a sentence holds (better-ranked phrases weigh more), per sqrt of its
+    Salience: the keyphrases a sentence holds, per square root of its
     length so long sentences do not win by size alone, plus its emotional intensity (VADER).
     """
     if len(sentences) <= 1:
         return _shorten(sentences[0], MAX_SUMMARY_CHARS) if sentences else ""
-    weights = [(re.compile(r"(?<!\w)" + re.escape(p.lower()) + r"(?!\w)"), 1.0 / (rank + 1)) for rank, p in
-               enumerate(phrases[:20])]
+    # YAKE's ranking leans on position (early words rank high), so the ranks are not used:
+    # every top keyphrase counts, by its number of words (a two-word hit is more specific).
+    weights = [(re.compile(r"(?<!\w)" + re.escape(p.lower()) + r"(?!\w)"), len(p.split())) for p in phrases[:20]]
     ranked = []
     for i, sentence in enumerate(sentences):
         lowered = sentence.lower()
@@ -404,7 +414,7 @@ def format_transcript(transcript: Transcript, *, paragraph_pause: float = 2.0) -
         cleaned = _clean_text(raw, lang)
         if cleaned:
             paragraphs.extend(_split_long(cleaned))
-    sentences = [s for p in paragraphs for s in _split_sentences(p)]
+    sentences = [s for p in paragraphs for s in _split_sentences(p) if _WORD.search(s)]
     body = " ".join(paragraphs)
     scores = [_analyzer().polarity_scores(s)["compound"] for s in sentences] if lang.english else [0.0] * len(sentences)
     phrases = _keyphrases(body, lang) if body else []

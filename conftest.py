@@ -100,15 +100,29 @@ class WorkerProcess:
     """A real `celery worker` subprocess on the same database and broker as the test."""
 
     def __init__(self, log_path: Path, env: dict[str, str], concurrency: int = 1, beat: bool = False) -> None:
-        args = [sys.executable, "-m", "celery", "-A", "diary_project", "worker", "--loglevel", "INFO",
-                "--concurrency", str(concurrency), "--without-gossip", "--without-mingle", "-n",
-                f"test-{os.getpid()}-{time.monotonic_ns()}@%h"]
+        args = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "diary_project",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            str(concurrency),
+            "--without-gossip",
+            "--without-mingle",
+            "-n",
+            f"test-{os.getpid()}-{time.monotonic_ns()}@%h",
+        ]
         if beat:
             args += ["-B", "-s", str(log_path.with_suffix(".beat"))]
         self.log_path = log_path
         self.log = log_path.open("ab")
-        self.process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def wait_ready(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout

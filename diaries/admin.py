@@ -19,8 +19,21 @@ class DiaryEntryAdmin(admin.ModelAdmin):
     search_fields = ["title", "body", "summary", "owner__username", "owner__email"]
     date_hierarchy = "recorded_at"
     change_form_template = "admin/diaries/diaryentry/change_form.html"
-    fields = ["owner", "recorded_at", "title", "summary", "body", "mood_label", "mood_score", "tags", "language",
-              "formatter", "raw_transcript", "created_at", "updated_at"]
+    fields = [
+        "owner",
+        "recorded_at",
+        "title",
+        "summary",
+        "body",
+        "mood_label",
+        "mood_score",
+        "tags",
+        "language",
+        "formatter",
+        "raw_transcript",
+        "created_at",
+        "updated_at",
+    ]
     readonly_fields = ["owner", "recording", "raw_transcript", "formatter", "language", "created_at", "updated_at"]
 
     def get_queryset(self, request):
@@ -49,8 +62,18 @@ class DiaryEntryAdmin(admin.ModelAdmin):
 
 @admin.register(TranscriptionJob)
 class TranscriptionJobAdmin(admin.ModelAdmin):
-    list_display = ["job_name", "owner", "status", "stage", "progress", "engine", "formatter", "attempts", "created_at",
-                    "short_error"]
+    list_display = [
+        "job_name",
+        "owner",
+        "status",
+        "stage",
+        "progress",
+        "engine",
+        "formatter",
+        "attempts",
+        "created_at",
+        "short_error",
+    ]
     list_filter = ["status", "stage", "engine", "formatter"]
     search_fields = ["job_name", "external_job_id", "recording__owner__username", "error_message"]
     readonly_fields = [f.name for f in TranscriptionJob._meta.fields] + ["entry_link"]
@@ -82,8 +105,11 @@ class TranscriptionJobAdmin(admin.ModelAdmin):
     def rerun_failed(self, request, queryset):
         rerun = sum(job_retry(job=job) for job in queryset.filter(status=JobStatus.FAILED))
         skipped = queryset.count() - rerun
-        self.message_user(request, f"Re-queued {rerun} job(s); {skipped} were not failed and were left alone.",
-                          messages.SUCCESS if rerun else messages.WARNING)
+        self.message_user(
+            request,
+            f"Re-queued {rerun} job(s); {skipped} were not failed and were left alone.",
+            messages.SUCCESS if rerun else messages.WARNING,
+        )
 
 
 @admin.register(Recording)

@@ -84,8 +84,14 @@ class UploadThrottle(UserRateThrottle):
 
 @extend_schema(
     request={"multipart/form-data": UploadSerializer},
-    responses={202: UploadResponseSerializer, **ERRORS, 413: ErrorSerializer, 415: ErrorSerializer,
-               429: ErrorSerializer, 503: ErrorSerializer},
+    responses={
+        202: UploadResponseSerializer,
+        **ERRORS,
+        413: ErrorSerializer,
+        415: ErrorSerializer,
+        429: ErrorSerializer,
+        503: ErrorSerializer,
+    },
     summary="Upload a recording and start its transcription",
 )
 @api_view(["POST"])

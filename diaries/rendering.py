@@ -12,7 +12,9 @@ def _clock(seconds: float) -> str:
 
 def entry_to_markdown(entry: DiaryEntry, *, include_segments: bool = True) -> str:
     lines = [f"# {entry.title}", ""]
-    lines.append(f"*Recorded {entry.recorded_at:%A %d %B %Y, %H:%M} · mood: {entry.mood_label} ({entry.mood_score:+.2f})*")
+    lines.append(
+        f"*Recorded {entry.recorded_at:%A %d %B %Y, %H:%M} · mood: {entry.mood_label} ({entry.mood_score:+.2f})*"
+    )
     if entry.tags:
         lines.append("")
         lines.append("Tags: " + ", ".join(f"`{tag}`" for tag in entry.tags))

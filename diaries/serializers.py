@@ -7,9 +7,13 @@ from transcription.models import TranscriptionJob
 
 
 class UploadSerializer(serializers.Serializer):
-    audio_file = serializers.FileField(allow_empty_file=True, help_text="The recording (wav, mp3, m4a, ogg, webm, flac)")
+    audio_file = serializers.FileField(
+        allow_empty_file=True, help_text="The recording (wav, mp3, m4a, ogg, webm, flac)"
+    )
     recorded_at = serializers.DateTimeField(required=False, help_text="When it was recorded (ISO 8601); default now")
-    language = serializers.CharField(required=False, allow_blank=True, max_length=8, help_text="ISO 639-1; default detect")
+    language = serializers.CharField(
+        required=False, allow_blank=True, max_length=8, help_text="ISO 639-1; default detect"
+    )
 
 
 class UploadResponseSerializer(serializers.Serializer):
@@ -29,8 +33,20 @@ class JobSerializer(serializers.ModelSerializer):
     class Meta:
         model = TranscriptionJob
         fields = [
-            "job_name", "status", "stage", "progress", "error_message", "engine", "formatter", "attempts",
-            "timings", "created_at", "updated_at", "finished_at", "entry_id", "recording",
+            "job_name",
+            "status",
+            "stage",
+            "progress",
+            "error_message",
+            "engine",
+            "formatter",
+            "attempts",
+            "timings",
+            "created_at",
+            "updated_at",
+            "finished_at",
+            "entry_id",
+            "recording",
         ]
 
     def get_entry_id(self, job: TranscriptionJob) -> int | None:
@@ -40,8 +56,11 @@ class JobSerializer(serializers.ModelSerializer):
     def get_recording(self, job: TranscriptionJob) -> dict:
         rec = job.recording
         return {
-            "original_filename": rec.original_filename, "size_bytes": rec.size_bytes,
-            "duration_seconds": rec.duration_seconds, "recorded_at": rec.recorded_at, "sha256": rec.sha256,
+            "original_filename": rec.original_filename,
+            "size_bytes": rec.size_bytes,
+            "duration_seconds": rec.duration_seconds,
+            "recorded_at": rec.recorded_at,
+            "sha256": rec.sha256,
         }
 
 
@@ -66,8 +85,22 @@ class EntryDetailSerializer(serializers.ModelSerializer):
     class Meta:
         model = DiaryEntry
         fields = [
-            "id", "title", "body", "paragraphs", "summary", "mood_label", "mood_score", "tags", "language",
-            "raw_transcript", "segments", "formatter", "recorded_at", "created_at", "updated_at", "job_name",
+            "id",
+            "title",
+            "body",
+            "paragraphs",
+            "summary",
+            "mood_label",
+            "mood_score",
+            "tags",
+            "language",
+            "raw_transcript",
+            "segments",
+            "formatter",
+            "recorded_at",
+            "created_at",
+            "updated_at",
+            "job_name",
             "duration_seconds",
         ]
 

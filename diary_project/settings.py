@@ -238,9 +238,7 @@ elif CELERY_BROKER_URL.startswith("sqs"):
         "visibility_timeout": SQS_VISIBILITY_TIMEOUT,
         "wait_time_seconds": 20,
         "polling_interval": 1,
-        "predefined_queues": (
-            {CELERY_TASK_DEFAULT_QUEUE: {"url": SQS_QUEUE_URL}} if SQS_QUEUE_URL else {}
-        ),
+        "predefined_queues": ({CELERY_TASK_DEFAULT_QUEUE: {"url": SQS_QUEUE_URL}} if SQS_QUEUE_URL else {}),
     }
     if AWS_ENDPOINT_URL:
         CELERY_BROKER_TRANSPORT_OPTIONS["endpoint_url"] = AWS_ENDPOINT_URL

@@ -9,9 +9,19 @@ logger = logging.getLogger(__name__)
 
 # Container format names PyAV reports -> the file extension we store under.
 FORMAT_EXTENSIONS = {
-    "wav": "wav", "mp3": "mp3", "ogg": "ogg", "flac": "flac", "aac": "aac",
-    "mov,mp4,m4a,3gp,3g2,mj2": "m4a", "matroska,webm": "webm", "aiff": "aiff", "amr": "amr", "caf": "caf",
-    "opus": "opus", "asf": "wma", "w64": "wav",
+    "wav": "wav",
+    "mp3": "mp3",
+    "ogg": "ogg",
+    "flac": "flac",
+    "aac": "aac",
+    "mov,mp4,m4a,3gp,3g2,mj2": "m4a",
+    "matroska,webm": "webm",
+    "aiff": "aiff",
+    "amr": "amr",
+    "caf": "caf",
+    "opus": "opus",
+    "asf": "wma",
+    "w64": "wav",
 }
 # Formats that hold images or text, which FFmpeg can "open" but which are not recordings.
 NOT_AUDIO_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "gif", "webp_pipe", "tty", "srt", "ass", "webvtt", "lrc"}

@@ -165,7 +165,9 @@ def recording_create(
                 recording.audio.save(f"audio.{info.extension}", File(handle), save=False)
         except Exception as exc:
             logger.exception("Storing an upload for user %s failed", owner.pk)
-            raise ServiceUnavailable("Audio storage is unavailable; the upload was not stored. Try again shortly.") from exc
+            raise ServiceUnavailable(
+                "Audio storage is unavailable; the upload was not stored. Try again shortly."
+            ) from exc
 
     try:
         with transaction.atomic():
@@ -183,7 +185,9 @@ def recording_create(
         logger.error("Database unavailable while saving an upload for user %s: %s", owner.pk, exc)
         _delete_stored_audio(recording.audio.name)
         raise ServiceUnavailable("The database is unavailable; the upload was not stored. Try again shortly.") from exc
-    logger.info("Accepted %s: %s, %.1fs of %s audio", job.job_name, recording.audio.name, info.duration, info.format_name)
+    logger.info(
+        "Accepted %s: %s, %.1fs of %s audio", job.job_name, recording.audio.name, info.duration, info.format_name
+    )
     return job
 
 
@@ -347,7 +351,9 @@ def audio_ref_for(recording: Recording, *, local: bool) -> Iterator[AudioRef]:
     uri = None
     bucket = getattr(default_storage, "bucket_name", None)
     if bucket:
-        uri = f"s3://{bucket}/{default_storage._normalize_name(name) if hasattr(default_storage, '_normalize_name') else name}"
+        # S3Storage may prefix keys with a location; _normalize_name gives the object's real key.
+        normalize = getattr(default_storage, "_normalize_name", lambda value: value)
+        uri = f"s3://{bucket}/{normalize(name)}"
     common = {"key": name, "uri": uri, "content_type": recording.content_type, "duration": recording.duration_seconds}
     if not local:
         yield AudioRef(**common)
@@ -499,7 +505,9 @@ def job_run_step(*, job_id: int, stage: str, worker: str) -> StepOutcome:
             return StepOutcome("failed", detail=message)
         logger.exception("Step %s of job %s failed", stage, job_id)
         with contextlib.suppress(DatabaseError):
-            _release(job_id, worker, wait_seconds=settings.TASK_RETRY_BACKOFF_MAX, error_message=f"{stage}: {exc}"[:2000])
+            _release(
+                job_id, worker, wait_seconds=settings.TASK_RETRY_BACKOFF_MAX, error_message=f"{stage}: {exc}"[:2000]
+            )
         raise TransientStepError(f"{stage}: {exc}") from exc
 
 

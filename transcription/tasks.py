@@ -95,7 +95,7 @@ STEP_TASKS = {
 
 
 def chain_from_stage(stage: str, job_id: int) -> chain:
-    stages = services.STAGE_ORDER[services.STAGE_ORDER.index(stage):]
+    stages = services.STAGE_ORDER[services.STAGE_ORDER.index(stage) :]
     return chain(*(STEP_TASKS[s].si(job_id) for s in stages))
 
 

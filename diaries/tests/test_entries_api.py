@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
 import pytest
 from django.core.files.storage import default_storage
@@ -13,8 +13,9 @@ pytestmark = pytest.mark.django_db
 
 
 def make_entry(owner, title, body="Some words.", when="2026-03-01T10:00:00+00:00", **extra):
-    return DiaryEntry.objects.create(owner=owner, title=title, body=body, summary=body[:50],
-                                     recorded_at=datetime.fromisoformat(when), **extra)
+    return DiaryEntry.objects.create(
+        owner=owner, title=title, body=body, summary=body[:50], recorded_at=datetime.fromisoformat(when), **extra
+    )
 
 
 def test_list_shows_only_my_entries_newest_first(api_client, user, other_user):
@@ -51,8 +52,10 @@ def test_date_range_and_search(api_client, user):
 def test_detail_has_every_field_and_segments(api_client, finished_entry):
     body = api_client.get(f"/api/entries/{finished_entry.pk}").json()
     assert body["title"] == finished_entry.title
-    assert body["segments"] == [{"start": 0.0, "end": 3.0, "text": "Today I went for a long walk in the park."},
-                                {"start": 6.0, "end": 9.0, "text": "I felt calm and happy afterwards."}]
+    assert body["segments"] == [
+        {"start": 0.0, "end": 3.0, "text": "Today I went for a long walk in the park."},
+        {"start": 6.0, "end": 9.0, "text": "I felt calm and happy afterwards."},
+    ]
     assert body["paragraphs"] == ["Today I went for a long walk in the park.", "I felt calm and happy afterwards."]
     assert body["mood_label"] == "positive" and body["mood_score"] > 0
     assert body["job_name"].startswith("transcription_") and body["language"] == "en"

@@ -32,8 +32,9 @@ def assert_error(response, status: int, code: str | None = None):
 
 def test_upload_answers_202_with_the_original_contract(api_client, speech_wav, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        response = api_client.post("/upload", {"audio_file": wav_upload(speech_wav),
-                                               "recorded_at": "2026-11-20T08:30:00Z"}, format="multipart")
+        response = api_client.post(
+            "/upload", {"audio_file": wav_upload(speech_wav), "recorded_at": "2026-11-20T08:30:00Z"}, format="multipart"
+        )
     assert response.status_code == 202, response.content
     body = response.json()
     assert body["message"] == "File uploaded and transcription started"
@@ -90,14 +91,16 @@ def test_missing_file_field_is_400(api_client):
 
 
 def test_duplicated_file_field_is_400(api_client, speech_wav):
-    response = api_client.post("/upload", {"audio_file": [wav_upload(speech_wav), wav_upload(speech_wav)]},
-                               format="multipart")
+    response = api_client.post(
+        "/upload", {"audio_file": [wav_upload(speech_wav), wav_upload(speech_wav)]}, format="multipart"
+    )
     assert_error(response, 400, "duplicate_field")
 
 
 def test_empty_file_is_400(api_client):
-    response = api_client.post("/upload", {"audio_file": SimpleUploadedFile("a.wav", b"", "audio/wav")},
-                               format="multipart")
+    response = api_client.post(
+        "/upload", {"audio_file": SimpleUploadedFile("a.wav", b"", "audio/wav")}, format="multipart"
+    )
     assert_error(response, 400, "empty_file")
 
 
@@ -111,7 +114,9 @@ def test_empty_file_is_400(api_client):
 )
 def test_non_audio_with_an_audio_name_is_415(api_client, name, content):
     upload = SimpleUploadedFile(name, content, content_type="audio/mpeg")
-    body = assert_error(api_client.post("/upload", {"audio_file": upload}, format="multipart"), 415, "unsupported_audio")
+    body = assert_error(
+        api_client.post("/upload", {"audio_file": upload}, format="multipart"), 415, "unsupported_audio"
+    )
     assert "not audio" in body["message"]
 
 
@@ -153,10 +158,18 @@ def _chunked_request(body: bytes, content_type: str, key: str) -> tuple[int, dic
     from diary_project.wsgi import application
 
     environ = {
-        "REQUEST_METHOD": "POST", "PATH_INFO": "/upload", "SERVER_NAME": "testserver", "SERVER_PORT": "80",
-        "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body), "wsgi.input_terminated": True,
-        "wsgi.errors": io.StringIO(), "CONTENT_TYPE": content_type, "HTTP_TRANSFER_ENCODING": "chunked",
-        "HTTP_AUTHORIZATION": f"Bearer {key}", "HTTP_HOST": "testserver",
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/upload",
+        "SERVER_NAME": "testserver",
+        "SERVER_PORT": "80",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.input_terminated": True,
+        "wsgi.errors": io.StringIO(),
+        "CONTENT_TYPE": content_type,
+        "HTTP_TRANSFER_ENCODING": "chunked",
+        "HTTP_AUTHORIZATION": f"Bearer {key}",
+        "HTTP_HOST": "testserver",
     }
     status = {}
     chunks = application(environ, lambda s, h, *a: status.setdefault("code", int(s.split()[0])))
@@ -194,15 +207,17 @@ def test_at_the_size_limit_is_accepted(api_client, speech_wav, settings):
 
 def test_too_long_recording_is_413(api_client, speech_wav, settings):
     settings.RECORDING_MAX_SECONDS = 2
-    body = assert_error(api_client.post("/upload", {"audio_file": wav_upload(speech_wav)}, format="multipart"), 413,
-                        "too_long")
+    body = assert_error(
+        api_client.post("/upload", {"audio_file": wav_upload(speech_wav)}, format="multipart"), 413, "too_long"
+    )
     assert "limit" in body["message"]
 
 
 @pytest.mark.parametrize("value", ["yesterday", "2999-01-01T00:00:00Z", "1900-01-01T00:00:00Z", "x" * 5000])
 def test_invalid_recorded_at_is_400(api_client, speech_wav, value):
-    response = api_client.post("/upload", {"audio_file": wav_upload(speech_wav), "recorded_at": value},
-                               format="multipart")
+    response = api_client.post(
+        "/upload", {"audio_file": wav_upload(speech_wav), "recorded_at": value}, format="multipart"
+    )
     assert_error(response, 400)
 
 
@@ -212,22 +227,30 @@ def test_json_body_instead_of_multipart_is_415(api_client):
 
 
 def test_invalid_language_is_400(api_client, speech_wav):
-    response = api_client.post("/upload", {"audio_file": wav_upload(speech_wav), "language": "english!"},
-                               format="multipart")
+    response = api_client.post(
+        "/upload", {"audio_file": wav_upload(speech_wav), "language": "english!"}, format="multipart"
+    )
     assert_error(response, 400, "invalid_language")
 
 
-@pytest.mark.parametrize("codec,container,suffix", [
-    ("mp3", "mp3", "mp3"), ("libopus", "ogg", "ogg"), ("flac", "flac", "flac"), ("aac", "mp4", "m4a"),
-    ("libopus", "webm", "webm"),
-])
+@pytest.mark.parametrize(
+    "codec,container,suffix",
+    [
+        ("mp3", "mp3", "mp3"),
+        ("libopus", "ogg", "ogg"),
+        ("flac", "flac", "flac"),
+        ("aac", "mp4", "m4a"),
+        ("libopus", "webm", "webm"),
+    ],
+)
 def test_common_formats_are_accepted(api_client, speech_wav, tmp_path, codec, container, suffix):
     from conftest import transcode
 
     rate = 48000 if "opus" in codec else 16000
     path = transcode(speech_wav, tmp_path / f"walk.{suffix}", codec=codec, container=container, rate=rate)
-    response = api_client.post("/upload", {"audio_file": wav_upload(path, name=path.name, content_type="audio/*")},
-                               format="multipart")
+    response = api_client.post(
+        "/upload", {"audio_file": wav_upload(path, name=path.name, content_type="audio/*")}, format="multipart"
+    )
     assert response.status_code == 202, response.content
     recording = Recording.objects.get()
     assert recording.duration_seconds == pytest.approx(7.5, abs=2.5)
@@ -244,8 +267,10 @@ def test_upload_rate_limit_is_429_with_retry_after(api_client, speech_wav, setti
 
     SimpleRateThrottle.THROTTLE_RATES = rates
     try:
-        codes = [api_client.post("/upload", {"audio_file": wav_upload(speech_wav)}, format="multipart").status_code
-                 for _ in range(3)]
+        codes = [
+            api_client.post("/upload", {"audio_file": wav_upload(speech_wav)}, format="multipart").status_code
+            for _ in range(3)
+        ]
         assert codes == [202, 202, 429]
         response = api_client.post("/upload", {"audio_file": wav_upload(speech_wav)}, format="multipart")
         assert response.status_code == 429 and int(response["Retry-After"]) > 0

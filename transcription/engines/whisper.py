@@ -114,12 +114,18 @@ class WhisperEngine:
 
                 pipeline = BatchedInferencePipeline(model=model)
                 segments, info = pipeline.transcribe(
-                    path, language=language, beam_size=self.beam_size, batch_size=self.batch_size,
+                    path,
+                    language=language,
+                    beam_size=self.beam_size,
+                    batch_size=self.batch_size,
                     vad_filter=self.vad_filter,
                 )
             else:
                 segments, info = model.transcribe(
-                    path, language=language, beam_size=self.beam_size, vad_filter=self.vad_filter,
+                    path,
+                    language=language,
+                    beam_size=self.beam_size,
+                    vad_filter=self.vad_filter,
                     condition_on_previous_text=False,
                 )
             collected: list[Segment] = []

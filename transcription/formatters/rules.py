@@ -31,8 +31,9 @@ MAX_TITLE_WORDS = 8
 MAX_TITLE_CHARS = 80
 MAX_SUMMARY_CHARS = 300
 MAX_TAGS = 5
-# YAKE's cost grows faster than linearly with the text; keyphrases of a diary entry are
-# settled well before 3000 words, so longer transcripts are cut for keyword extraction only.
+# YAKE's cost grows with the text (about 60 ms for 3000 words, more with many distinct
+# phrases); a diary entry's keyphrases are settled well before 3000 words, so longer
+# transcripts are cut for keyword extraction only (the summary still scores every sentence).
 YAKE_MAX_WORDS = 3000
 YAKE_MAX_CHARS = 20_000  # bounds scripts written without spaces (zh, ja), where "words" are huge.
 
@@ -245,7 +246,11 @@ def _raw_paragraphs(transcript: Transcript, paragraph_pause: float) -> list[str]
 
 
 def _split_sentences(paragraph: str) -> list[str]:
-    """Sentences of a cleaned paragraph, in order."""
+    """Sentences of a cleaned paragraph, in order.
+
+    Words joined without spaces (zh, ja) are also cut after their full stops; such a piece
+    always ends its sentence, so joining a sentence's pieces with spaces restores the text.
+    """
     tokens = [piece for raw in paragraph.split(" ") for piece in _CJK_TERMINAL_SPLIT.split(raw) if piece]
     sentences: list[str] = []
     current: list[str] = []
@@ -258,17 +263,11 @@ def _split_sentences(paragraph: str) -> list[str]:
             nxt = next((ch for ch in tokens[i + 1] if ch.isalpha()), "")
             ends = nxt.isupper()
         if ends:
-            sentences.append(_join_pieces(current))
+            sentences.append(" ".join(current))
             current = []
     if current:
-        sentences.append(_join_pieces(current))
+        sentences.append(" ".join(current))
     return sentences
-
-
-def _join_pieces(pieces: list[str]) -> str:
-    # Pieces split off at a CJK full stop start a new sentence, so a sentence's pieces were
-    # always separated by spaces in the paragraph.
-    return " ".join(pieces)
 
 
 def _split_long(paragraph: str) -> list[str]:
@@ -440,5 +439,12 @@ class RulesFormatter:
     def __init__(self, paragraph_pause: float = 2.0) -> None:
         self.paragraph_pause = paragraph_pause
 
+    @classmethod
+    def from_settings(cls) -> RulesFormatter:
+        from django.conf import settings  # imported here: the module itself stays free of Django
+
+        return cls(paragraph_pause=settings.RULES_PARAGRAPH_PAUSE_SECONDS)
+
     def format(self, transcript: Transcript) -> EntryDraft:
         return format_transcript(transcript, paragraph_pause=self.paragraph_pause)
+

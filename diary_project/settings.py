@@ -65,9 +65,18 @@ def database_from_url(url: str) -> dict:
 # Where the embedded default keeps its database, media, broker folder and model cache.
 DATA_DIR = Path(env_str("DIARY_DATA_DIR", str(BASE_DIR / "var"))).resolve()
 
+# "production" makes every security default strict and requires SECRET_KEY; the embedded
+# default ("development") runs on one machine over plain HTTP.
+DIARY_ENV = env_str("DIARY_ENV", "development")
+PRODUCTION = DIARY_ENV == "production"
 DEBUG = env_bool("DEBUG", False)
-# The fallback key is only for the embedded default; the production profile requires SECRET_KEY.
-SECRET_KEY = env_str("SECRET_KEY", "insecure-embedded-default-key-change-me-" + "x" * 24)
+SECRET_KEY = env_str("SECRET_KEY", "")
+if not SECRET_KEY:
+    if PRODUCTION:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured("SECRET_KEY must be set in the environment when DIARY_ENV=production")
+    SECRET_KEY = "insecure-embedded-default-key-change-me-" + "x" * 24
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000")
@@ -298,24 +307,30 @@ WHISPER_VAD_FILTER = env_bool("WHISPER_VAD_FILTER", True)
 WHISPER_LANGUAGE = env_str("WHISPER_LANGUAGE", "")
 
 AWS_TRANSCRIBE_OUTPUT_BUCKET = env_str("AWS_TRANSCRIBE_OUTPUT_BUCKET", AWS_STORAGE_BUCKET_NAME)
+# Empty: AWS Transcribe identifies the language (a recording's own language wins).
+AWS_TRANSCRIBE_LANGUAGE = env_str("AWS_TRANSCRIBE_LANGUAGE", "")
 OPENAI_API_KEY = env_str("OPENAI_API_KEY", "")
 OPENAI_BASE_URL = env_str("OPENAI_BASE_URL", "") or None
 OPENAI_FORMAT_MODEL = env_str("OPENAI_FORMAT_MODEL", "gpt-4o-mini")
 OPENAI_TRANSCRIBE_MODEL = env_str("OPENAI_TRANSCRIBE_MODEL", "whisper-1")
 OPENAI_TIMEOUT_SECONDS = env_float("OPENAI_TIMEOUT_SECONDS", 60)
+OPENAI_FORMAT_MAX_RETRIES = env_int("OPENAI_FORMAT_MAX_RETRIES", 3)
 
 # Paragraph break when speech pauses longer than this.
 RULES_PARAGRAPH_PAUSE_SECONDS = env_float("RULES_PARAGRAPH_PAUSE_SECONDS", 2.0)
 
 # --- Security ---------------------------------------------------------------------------
 
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY", False) else None
-SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
-SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY", PRODUCTION) else None
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", PRODUCTION)
+# The health check is probed over plain HTTP inside the cluster.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000 if PRODUCTION else 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", SECURE_HSTS_SECONDS > 0)
-SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
-SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
-CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
+# Preload is a commitment to HTTPS for the whole domain; set SECURE_HSTS_PRELOAD=0 to opt out.
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", PRODUCTION)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", PRODUCTION)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", PRODUCTION)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 

@@ -80,6 +80,11 @@ def engine_error_from_openai(exc: Exception) -> EngineError:
     return EngineError(f"OpenAI transcription is misconfigured: {exc}", permanent=True)
 
 
+def _field(obj: Any, name: str) -> Any:
+    # Compatible servers may add fields the SDK's model does not declare; those arrive as plain dicts.
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+
 class OpenAITranscriptionEngine:
     """POST /v1/audio/transcriptions with the local audio file (needs_local_file=True)."""
 
@@ -172,6 +177,9 @@ class OpenAITranscriptionEngine:
             raise engine_error_from_openai(exc) from exc
         except OSError as exc:
             raise EngineError(f"Cannot read the audio file {path}: {exc}", permanent=False) from exc
+        except ValueError as exc:
+            # The SDK lets a 200 reply with a broken JSON body through as a JSONDecodeError.
+            raise EngineError(f"OpenAI transcription returned an unreadable reply: {exc}", permanent=False) from exc
         transcript = self._transcript_from(result, audio, requested_language=language)
         return {"transcript": transcript.to_dict()}
 
@@ -186,11 +194,14 @@ class OpenAITranscriptionEngine:
         if not isinstance(text, str):
             raise EngineError("OpenAI transcription reply has no text", permanent=True)
         segments = []
-        for seg in getattr(result, "segments", None) or []:
-            seg_text = (getattr(seg, "text", "") or "").strip()
-            if seg_text:
-                start = float(seg.start)
-                segments.append(Segment(start=start, end=max(start, float(seg.end)), text=seg_text))
+        try:
+            for seg in _field(result, "segments") or []:
+                seg_text = str(_field(seg, "text") or "").strip()
+                if seg_text:
+                    start = float(_field(seg, "start"))
+                    segments.append(Segment(start=start, end=max(start, float(_field(seg, "end"))), text=seg_text))
+        except (TypeError, ValueError) as exc:
+            raise EngineError(f"OpenAI transcription reply has malformed segments: {exc}", permanent=True) from exc
         duration = float(getattr(result, "duration", None) or audio.duration or 0.0)
         if not segments and text.strip():
             # json replies carry no timestamps: one segment spanning the recording.

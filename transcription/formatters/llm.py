@@ -25,7 +25,6 @@ import random
 import re
 import time
 import unicodedata
-from collections.abc import Callable
 from difflib import SequenceMatcher
 from typing import Any
 
@@ -240,12 +239,12 @@ def check_body_faithful(spoken: list[str], body: list[str]) -> None:
             dropped += [w for w in spoken[i1:i2] if w not in FILLER_WORDS]
     if invented:
         raise InvalidReply(f"body adds words that were not spoken: {' '.join(invented[:12])}")
-    negations = [w for w in dropped if w in NEGATIONS]
-    if negations:
-        raise InvalidReply(f"body drops a negation: {' '.join(negations)}")
     budget = max(MIN_DROPPED_WORDS, int(len(spoken) * MAX_DROPPED_FRACTION))
     if len(dropped) > budget:
         raise InvalidReply(f"body leaves out {len(dropped)} of {len(spoken)} spoken words")
+    negations = [w for w in dropped if w in NEGATIONS]
+    if negations:
+        raise InvalidReply(f"body drops a negation: {' '.join(negations)}")
 
 
 def novel_word_budget(count: int) -> int:
@@ -334,7 +333,6 @@ class OpenAIFormatter:
         backoff_max: float = 8.0,
         max_transcript_chars: int = 60_000,
         temperature: float | None = 0.0,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.api_key = api_key
         self.base_url = base_url or None
@@ -348,7 +346,7 @@ class OpenAIFormatter:
         self.max_transcript_chars = max_transcript_chars
         self.temperature = temperature
         self._fallback = fallback
-        self._sleep = sleep
+        self._settings_fallback = False  # from_settings() builds the rules fallback from settings too
         self._client: openai.OpenAI | None = None
 
     @classmethod
@@ -356,7 +354,7 @@ class OpenAIFormatter:
         from django.conf import settings
 
         soft_limit = float(getattr(settings, "STEP_SOFT_TIME_LIMIT", 240))
-        return cls(
+        formatter = cls(
             api_key=settings.OPENAI_API_KEY,
             base_url=settings.OPENAI_BASE_URL,
             model=settings.OPENAI_FORMAT_MODEL,
@@ -365,13 +363,15 @@ class OpenAIFormatter:
             # Leave room for the rules fallback and the save before the soft limit fires.
             total_timeout=max(10.0, soft_limit - 30.0),
         )
+        formatter._settings_fallback = True
+        return formatter
 
     @property
     def fallback(self) -> DiaryFormatter:
         if self._fallback is None:
             from transcription.formatters.rules import RulesFormatter
 
-            self._fallback = RulesFormatter()
+            self._fallback = RulesFormatter.from_settings() if self._settings_fallback else RulesFormatter()
         return self._fallback
 
     @property
@@ -389,12 +389,16 @@ class OpenAIFormatter:
             return self._fall_back(transcript, "empty transcript", {})
         if len(text) > self.max_transcript_chars:
             return self._fall_back(transcript, f"transcript longer than {self.max_transcript_chars} characters", {})
-        usage: dict[str, int] = {}
+        usage: dict[str, Any] = {}
         try:
             completion = self._complete(build_messages(transcript), usage)
         except openai.OpenAIError as exc:
             logger.warning("LLM formatter failed (%s); using the rules formatter", exc)
             return self._fall_back(transcript, _failure_reason(exc), usage)
+        except ValueError as exc:
+            # The SDK lets a 200 reply with a broken JSON body through as a JSONDecodeError.
+            logger.warning("LLM formatter got an unreadable reply (%s); using the rules formatter", exc)
+            return self._fall_back(transcript, f"invalid_output: unreadable reply ({type(exc).__name__})", usage)
         try:
             content = self._reply_content(completion)
             entry, dropped_tags = validate_entry(parse_reply(content), text)
@@ -418,7 +422,7 @@ class OpenAIFormatter:
             usage=usage,
         )
 
-    def _complete(self, messages: list[dict[str, str]], usage: dict[str, int]) -> Any:
+    def _complete(self, messages: list[dict[str, str]], usage: dict[str, Any]) -> Any:
         """Call the model, retrying transient failures with backoff inside one deadline."""
         deadline = time.monotonic() + self.total_timeout
         params: dict[str, Any] = {"model": self.model, "messages": messages, "response_format": RESPONSE_FORMAT}
@@ -426,26 +430,27 @@ class OpenAIFormatter:
             params["temperature"] = self.temperature
         attempt = 0
         while True:
-            # Never start an attempt with less than a second to answer in.
-            remaining = max(1.0, deadline - time.monotonic())
+            usage["attempts"] = attempt + 1
             try:
-                completion = self.client.chat.completions.create(**params, timeout=min(self.timeout, remaining))
+                timeout = min(self.timeout, max(0.1, deadline - time.monotonic()))
+                completion = self.client.chat.completions.create(**params, timeout=timeout)
             except openai.OpenAIError as exc:
                 if not _is_retryable(exc) or attempt >= self.max_retries:
                     raise
+                # Honour the server's Retry-After; otherwise exponential backoff with jitter.
                 delay = _retry_after(exc)
-                if delay is None or delay > self.backoff_max * 4:
+                if delay is None:
                     delay = min(self.backoff_base * 2**attempt, self.backoff_max) * (1 - 0.25 * random.random())
-                if time.monotonic() + delay >= deadline:
+                # Give up rather than start an attempt that cannot finish before the deadline.
+                if time.monotonic() + delay + min(self.timeout, 1.0) > deadline:
                     raise
                 logger.info("LLM formatter attempt %d failed (%s); retrying in %.2fs", attempt + 1, exc, delay)
-                self._sleep(delay)
+                time.sleep(delay)
                 attempt += 1
                 continue
             reply_usage = getattr(completion, "usage", None)
             for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
                 usage[key] = usage.get(key, 0) + int(getattr(reply_usage, key, 0) or 0)
-            usage["attempts"] = attempt + 1
             return completion
 
     @staticmethod
@@ -458,7 +463,7 @@ class OpenAIFormatter:
             raise InvalidReply(f"model refused: {refusal}")
         return choice.message.content
 
-    def _fall_back(self, transcript: Transcript, reason: str, usage: dict[str, int]) -> EntryDraft:
+    def _fall_back(self, transcript: Transcript, reason: str, usage: dict[str, Any]) -> EntryDraft:
         draft = self.fallback.format(transcript)
         return dataclasses.replace(
             draft, formatter="rules-fallback", usage={**draft.usage, **usage, "fallback_reason": reason}

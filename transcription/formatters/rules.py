@@ -447,4 +447,3 @@ class RulesFormatter:
 
     def format(self, transcript: Transcript) -> EntryDraft:
         return format_transcript(transcript, paragraph_pause=self.paragraph_pause)
-

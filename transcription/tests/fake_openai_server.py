@@ -75,6 +75,11 @@ class Behaviour:
         return cls("content", body=text)
 
     @classmethod
+    def raw(cls, body: bytes, content_type: str = "application/json") -> Behaviour:
+        """A 200 reply with exactly this body (e.g. broken JSON, or a proxy's HTML page)."""
+        return cls("raw", body=body, headers={"Content-Type": content_type})
+
+    @classmethod
     def entry(cls, entry: dict[str, Any]) -> Behaviour:
         return cls("content", body=json.dumps(entry))
 
@@ -237,6 +242,8 @@ class FakeOpenAIServer:
                 try:
                     if behaviour.kind == "status":
                         self._send(behaviour.status, behaviour.body, behaviour.headers)
+                    elif behaviour.kind == "raw":
+                        self._send_bytes(200, behaviour.body, behaviour.headers)
                     elif endpoint == "chat":
                         self._send(200, _chat_reply(behaviour, recorded))
                     else:
@@ -245,11 +252,13 @@ class FakeOpenAIServer:
                     pass  # the client gave up (timeout test)
 
             def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-                body = json.dumps(payload).encode()
+                headers = {"Content-Type": "application/json", **(headers or {})}
+                self._send_bytes(status, json.dumps(payload).encode(), headers)
+
+            def _send_bytes(self, status: int, body: bytes, headers: dict[str, str]) -> None:
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
-                for name, value in (headers or {}).items():
+                for name, value in headers.items():
                     self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(body)

@@ -112,7 +112,10 @@ def reset_moto(url: str) -> None:
 
 
 def set_moto_transition(url: str, model_name: str, transition: dict[str, Any]) -> None:
-    """Change how moto advances a model's status, e.g. ("transcribe::transcriptionjob", {"progression": "immediate"})."""
+    """Change how moto advances a model's status.
+
+    E.g. ("transcribe::transcriptionjob", {"progression": "immediate"}) completes jobs on the first Get.
+    """
     body = json.dumps({"model_name": model_name, "transition": transition}).encode()
     request = urllib.request.Request(f"{url}/moto-api/state-manager/set-transition", method="POST", data=body)
     with urllib.request.urlopen(request, timeout=5.0):

@@ -331,9 +331,11 @@ def test_unknown_job_is_a_permanent_error(engine, bucket):
 def test_throttling_on_start_is_transient(proxy, bucket, audio, transcribe):
     engine = make_engine(proxy.url, bucket)
     proxy.intercept(
-        lambda r: ProxiedResponse.aws_json_error(400, "ThrottlingException", "Rate exceeded")
-        if r.amz_target == "Transcribe.StartTranscriptionJob"
-        else None
+        lambda r: (
+            ProxiedResponse.aws_json_error(400, "ThrottlingException", "Rate exceeded")
+            if r.amz_target == "Transcribe.StartTranscriptionJob"
+            else None
+        )
     )
     name = job_name()
     with pytest.raises(EngineError) as excinfo:
@@ -418,7 +420,10 @@ def test_sentence_end_splits_only_after_five_seconds():
     items = timed_words("One two three.", 0.0) + timed_words("Four five six seven eight.", 1.2, step=1.0)
     assert [seg.text for seg in segments_from_items(items)] == ["One two three. Four five six seven eight."]
     items += timed_words("Nine ten.", 6.3)
-    assert [seg.text for seg in segments_from_items(items)] == ["One two three. Four five six seven eight.", "Nine ten."]
+    assert [seg.text for seg in segments_from_items(items)] == [
+        "One two three. Four five six seven eight.",
+        "Nine ten.",
+    ]
 
 
 @pytest.mark.parametrize(

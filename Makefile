@@ -53,9 +53,33 @@ run: install
 lint: dev-install
 	$(BIN)/ruff check .
 
+# The suite runs twice: on SQLite (the embedded default) and on PostgreSQL (production),
+# where the production-path tests (SQS, S3, AWS Transcribe on moto) also run.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/diary
+
 test: dev-install system-deps lint
 	$(BIN)/python manage.py prepare_whisper_model
 	$(BIN)/pytest
+	@$(MAKE) --no-print-directory test-postgres
+
+test-sqlite: dev-install system-deps
+	$(BIN)/pytest
+
+test-postgres: dev-install system-deps
+	@if ! $(BIN)/python -c "import psycopg,sys; psycopg.connect('$(TEST_DATABASE_URL)'.rsplit('/',1)[0]+'/postgres', connect_timeout=3)" 2>/dev/null; then \
+	  if command -v pg_ctlcluster >/dev/null; then \
+	    echo "Starting the local PostgreSQL"; \
+	    pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start || true; sleep 2; \
+	  fi; \
+	fi
+	@if $(BIN)/python -c "import psycopg; psycopg.connect('$(TEST_DATABASE_URL)'.rsplit('/',1)[0]+'/postgres', connect_timeout=3)" 2>/dev/null; then \
+	  echo "== The suite on PostgreSQL ($(TEST_DATABASE_URL)) =="; \
+	  DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/pytest diaries transcription; \
+	elif [ -n "$$CI" ]; then \
+	  echo "PostgreSQL is required in CI but $(TEST_DATABASE_URL) does not answer"; exit 1; \
+	else \
+	  echo "PostgreSQL at $(TEST_DATABASE_URL) does not answer: skipping the PostgreSQL pass (CI runs it)"; \
+	fi
 
 bench: dev-install system-deps
 	$(BIN)/python manage.py run_benchmarks

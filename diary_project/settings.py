@@ -242,6 +242,10 @@ if CELERY_BROKER_URL.startswith("filesystem"):
         "polling_interval": env_float("CELERY_POLLING_INTERVAL", 0.5),
     }
 elif CELERY_BROKER_URL.startswith("sqs"):
+    if CELERY_BROKER_URL == "sqs://" and AWS_ENDPOINT_URL:
+        # kombu takes the SQS endpoint from the broker URL's host (a local endpoint such as moto).
+        _endpoint = urlparse(AWS_ENDPOINT_URL)
+        CELERY_BROKER_URL = f"sqs://@{_endpoint.netloc}"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "region": AWS_S3_REGION_NAME,
         "visibility_timeout": SQS_VISIBILITY_TIMEOUT,
@@ -250,7 +254,9 @@ elif CELERY_BROKER_URL.startswith("sqs"):
         "predefined_queues": ({CELERY_TASK_DEFAULT_QUEUE: {"url": SQS_QUEUE_URL}} if SQS_QUEUE_URL else {}),
     }
     if AWS_ENDPOINT_URL:
-        CELERY_BROKER_TRANSPORT_OPTIONS["endpoint_url"] = AWS_ENDPOINT_URL
+        CELERY_BROKER_TRANSPORT_OPTIONS["is_secure"] = AWS_ENDPOINT_URL.startswith("https")
+    # Workers need no sqs:CreateQueue, and SQS has no fanout for remote control.
+    CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": SQS_VISIBILITY_TIMEOUT}
 # The database is the source of truth for job state; no result backend is needed.

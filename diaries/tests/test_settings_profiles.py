@@ -56,7 +56,8 @@ def test_production_profile_settings_values():
         "from django.conf import settings as s;"
         "print(s.SESSION_COOKIE_SECURE, s.SECURE_HSTS_SECONDS, s.STORAGES['default']['BACKEND'],"
         "s.AWS_S3_FILE_OVERWRITE, s.AWS_DEFAULT_ACL, s.AWS_S3_OBJECT_PARAMETERS['ServerSideEncryption'],"
-        "s.CELERY_BROKER_TRANSPORT_OPTIONS['wait_time_seconds'], s.CELERY_BROKER_TRANSPORT_OPTIONS['visibility_timeout'],"
+        "s.CELERY_BROKER_TRANSPORT_OPTIONS['wait_time_seconds'],"
+        "s.CELERY_BROKER_TRANSPORT_OPTIONS['visibility_timeout'],"
         "sorted(s.CELERY_BROKER_TRANSPORT_OPTIONS['predefined_queues']), s.DATABASES['default']['ENGINE'])"
     )
     result = run_manage("shell", "-c", code, env=PRODUCTION_ENV)

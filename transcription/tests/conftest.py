@@ -13,3 +13,8 @@ def fake_engine(monkeypatch, settings):
     FakeEngine.starts = []
     yield FakeEngine
     FakeEngine.script = []
+
+
+# Shared real-HTTP fixtures: moto in server mode and a fake OpenAI-compatible server.
+from transcription.tests.fake_openai_server import fake_openai  # noqa: E402, F401
+from transcription.tests.moto_server import moto_server_url  # noqa: E402, F401

@@ -18,7 +18,7 @@ from conftest import ROOT, SPOKEN_TEXT, wait_for, worker_env
 from diaries.models import DiaryEntry
 from diaries.services import api_key_create
 from transcription.models import TranscriptionJob
-from transcription.tests.moto_server import DUMMY_AWS_ENV, moto_server_url  # noqa: F401
+from transcription.tests.moto_server import DUMMY_AWS_ENV
 from transcription.tests.test_aws_engine import timed_words
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
@@ -52,7 +52,7 @@ def test_upload_to_entry_on_sqs_s3_and_aws_transcribe(
     speech_wav,
     start_worker,
     django_user_model,
-    tmp_path,  # noqa: F811
+    tmp_path,
 ):
     region = "us-east-1"
     s3 = boto3.client("s3", region_name=region, endpoint_url=moto_server_url)

@@ -17,7 +17,6 @@ from rest_framework.decorators import api_view, parser_classes, throttle_classes
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
-from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from diaries import selectors, services
@@ -30,6 +29,7 @@ from diaries.serializers import (
     UploadResponseSerializer,
     UploadSerializer,
 )
+from diaries.throttling import UploadThrottle
 from diary_project.errors import ApplicationError, PayloadTooLarge
 from transcription.services import recording_create
 from transcription.uploads import UploadTooLarge
@@ -76,10 +76,6 @@ def api_exception_handler(exc, context):
             body["fields"] = exc.detail
         response.data = body
     return response
-
-
-class UploadThrottle(UserRateThrottle):
-    scope = "upload"
 
 
 @extend_schema(

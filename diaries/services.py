@@ -73,12 +73,9 @@ def entry_create_from_draft(*, recording: Any, draft: EntryDraft, transcript: Tr
 
 
 def entry_delete(*, entry: DiaryEntry) -> None:
-    """Delete an entry together with its recording, its job and the audio file in storage."""
-    from transcription.services import recording_delete_audio
-
+    """Delete an entry together with its recording, its job and (on commit) the audio file."""
     with transaction.atomic():
         recording = entry.recording
         entry.delete()
         if recording is not None:
-            recording_delete_audio(recording=recording)
-            recording.delete()
+            recording.delete()  # transcription.signals removes the file once this commits

@@ -36,6 +36,8 @@ def setup_periodic_sweep(sender: Celery, **kwargs) -> None:
     sender.add_periodic_task(
         settings.SWEEP_INTERVAL_SECONDS, sender.signature("transcription.requeue_stuck_jobs"), name="requeue-stuck-jobs"
     )
+    if settings.AUDIO_RETENTION_DAYS > 0:
+        sender.add_periodic_task(3600, sender.signature("transcription.purge_expired_audio"), name="audio-retention")
 
 
 @worker_process_init.connect

@@ -170,8 +170,21 @@ AWS_S3_KMS_KEY_ID = env_str("AWS_S3_KMS_KEY_ID", "")
 if AWS_S3_KMS_KEY_ID:
     AWS_S3_OBJECT_PARAMETERS["SSEKMSKeyId"] = AWS_S3_KMS_KEY_ID
 
+# Encryption at rest for audio on local storage (S3 uses server-side encryption instead).
+# A 32-byte key, base64: python -c "import base64,os;print(base64.urlsafe_b64encode(os.urandom(32)).decode())"
+AUDIO_ENCRYPTION_KEY = env_str("AUDIO_ENCRYPTION_KEY", "")
+AUDIO_ENCRYPTION = env_bool("AUDIO_ENCRYPTION", PRODUCTION or bool(AUDIO_ENCRYPTION_KEY))
 if STORAGE_BACKEND == "s3":
     _default_storage = {"BACKEND": "storages.backends.s3.S3Storage"}
+elif AUDIO_ENCRYPTION:
+    if not AUDIO_ENCRYPTION_KEY:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured("AUDIO_ENCRYPTION is on for local storage but AUDIO_ENCRYPTION_KEY is not set")
+    _default_storage = {
+        "BACKEND": "transcription.storage.EncryptedFileSystemStorage",
+        "OPTIONS": {"location": str(MEDIA_ROOT), "base_url": MEDIA_URL},
+    }
 else:
     _default_storage = {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
@@ -193,6 +206,18 @@ FILE_UPLOAD_HANDLERS = ["transcription.uploads.LimitedTemporaryFileUploadHandler
 RECORDING_MAX_SECONDS = env_int("RECORDING_MAX_SECONDS", 4 * 3600)
 RECORDED_AT_MAX_FUTURE_SECONDS = env_int("RECORDED_AT_MAX_FUTURE_SECONDS", 24 * 3600)
 
+# --- Cache (rate limits) ------------------------------------------------------------
+
+# Rate limits are counted in the cache: set CACHE_URL=redis://host:6379/1 (or "database")
+# when several web processes must share the counts.
+CACHE_URL = env_str("CACHE_URL", "locmem://")
+if CACHE_URL.startswith(("redis://", "rediss://")):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
+elif CACHE_URL == "database":
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "diary_cache"}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
 # --- REST API ---------------------------------------------------------------------------
 
 REST_FRAMEWORK = {
@@ -206,7 +231,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "diaries.apis.api_exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["diaries.throttling.ApiKeyRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "user": env_str("API_RATE_LIMIT", "600/min"),
         "upload": env_str("UPLOAD_RATE_LIMIT", "60/min"),
@@ -292,6 +317,8 @@ JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", TRANSCRIBE_HARD_TIME_LIMIT + 60
 JOB_QUEUED_GRACE_SECONDS = env_int("JOB_QUEUED_GRACE_SECONDS", 600)
 JOB_MAX_REQUEUES = env_int("JOB_MAX_REQUEUES", 5)
 SWEEP_INTERVAL_SECONDS = env_int("SWEEP_INTERVAL_SECONDS", 60)
+# Delete a recording's audio this many days after its entry was made (0 keeps audio forever).
+AUDIO_RETENTION_DAYS = env_int("AUDIO_RETENTION_DAYS", 0)
 POLL_INTERVAL_SECONDS = env_int("POLL_INTERVAL_SECONDS", 15)
 POLL_DEADLINE_SECONDS = env_int("POLL_DEADLINE_SECONDS", 4 * 3600)
 

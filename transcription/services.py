@@ -183,7 +183,7 @@ def recording_create(
     except DatabaseError as exc:
         # Nothing half-written may remain: the row rolled back, so remove the stored file too.
         logger.error("Database unavailable while saving an upload for user %s: %s", owner.pk, exc)
-        _delete_stored_audio(recording.audio.name)
+        delete_stored_audio(recording.audio.name)
         raise ServiceUnavailable("The database is unavailable; the upload was not stored. Try again shortly.") from exc
     logger.info(
         "Accepted %s: %s, %.1fs of %s audio", job.job_name, recording.audio.name, info.duration, info.format_name
@@ -191,7 +191,7 @@ def recording_create(
     return job
 
 
-def _delete_stored_audio(name: str) -> None:
+def delete_stored_audio(name: str) -> None:
     if not name:
         return
     try:
@@ -200,10 +200,27 @@ def _delete_stored_audio(name: str) -> None:
         logger.exception("Could not delete stored audio %s", name)
 
 
-def recording_delete_audio(*, recording: Recording) -> None:
-    """Remove a recording's audio from storage (after the surrounding transaction commits)."""
-    name = recording.audio.name
-    transaction.on_commit(lambda: _delete_stored_audio(name))
+def recordings_purge_expired_audio(*, now: datetime | None = None) -> list[int]:
+    """Delete audio AUDIO_RETENTION_DAYS after its entry was made; the entry and transcript stay."""
+    if settings.AUDIO_RETENTION_DAYS <= 0:
+        return []
+    now = now or timezone.now()
+    cutoff = now - timedelta(days=settings.AUDIO_RETENTION_DAYS)
+    expired = Recording.objects.filter(
+        audio_deleted_at__isnull=True, job__status=JobStatus.DONE, job__finished_at__lt=cutoff
+    ).exclude(audio="")
+    purged = []
+    for recording in expired:
+        name = recording.audio.name
+        # Mark first (conditionally: a concurrent purge is a no-op), then delete the file.
+        if Recording.objects.filter(pk=recording.pk, audio_deleted_at__isnull=True).update(
+            audio_deleted_at=now, audio=""
+        ):
+            delete_stored_audio(name)
+            purged.append(recording.pk)
+    if purged:
+        logger.info("Retention: deleted the audio of %d recording(s)", len(purged))
+    return purged
 
 
 # --- Enqueueing and the sweep -----------------------------------------------------------
@@ -358,11 +375,12 @@ def audio_ref_for(recording: Recording, *, local: bool) -> Iterator[AudioRef]:
     if not local:
         yield AudioRef(**common)
         return
-    try:
-        yield AudioRef(local_path=default_storage.path(name), **common)
-        return
-    except NotImplementedError:
-        pass
+    if getattr(default_storage, "serves_plaintext_paths", True):
+        try:
+            yield AudioRef(local_path=default_storage.path(name), **common)
+            return
+        except NotImplementedError:  # remote storage (S3): download below
+            pass
     suffix = os.path.splitext(name)[1]
     with tempfile.NamedTemporaryFile(suffix=suffix, dir=settings.FILE_UPLOAD_TEMP_DIR) as handle:
         with default_storage.open(name, "rb") as source:

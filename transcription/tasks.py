@@ -102,3 +102,8 @@ def chain_from_stage(stage: str, job_id: int) -> chain:
 @shared_task(name="transcription.requeue_stuck_jobs", soft_time_limit=120, time_limit=180)
 def requeue_stuck_jobs() -> dict[str, list[str]]:
     return services.jobs_requeue_stuck()
+
+
+@shared_task(name="transcription.purge_expired_audio", soft_time_limit=600, time_limit=660)
+def purge_expired_audio() -> int:
+    return len(services.recordings_purge_expired_audio())

@@ -27,7 +27,7 @@ def main() -> int:
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name=region)
     sqs = boto3.client("sqs", endpoint_url=endpoint, region_name=region)
 
-    for attempt in range(30):
+    for _attempt in range(30):
         try:
             s3.list_buckets()
             break

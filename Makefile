@@ -57,13 +57,22 @@ lint: dev-install
 # where the production-path tests (SQS, S3, AWS Transcribe on moto) also run.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/diary
 
-test: dev-install system-deps lint
+DEPLOY_VENV ?= .venv-deploy
+# Offline checkers for Dockerfiles, workflows, Kubernetes and Terraform, kept apart from the app's pins.
+$(DEPLOY_VENV)/.tools: requirements-deploy.txt
+	@test -x $(DEPLOY_VENV)/bin/python || $(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/pip install --only-binary=:all: --disable-pip-version-check -q -r requirements-deploy.txt
+	@touch $@
+
+deploy-tools: $(DEPLOY_VENV)/.tools
+
+test: dev-install system-deps lint deploy-tools
 	$(BIN)/python manage.py prepare_whisper_model
-	$(BIN)/pytest
+	$(BIN)/python -m pytest
 	@$(MAKE) --no-print-directory test-postgres
 
-test-sqlite: dev-install system-deps
-	$(BIN)/pytest
+test-sqlite: dev-install system-deps deploy-tools
+	$(BIN)/python -m pytest
 
 test-postgres: dev-install system-deps
 	@if ! $(BIN)/python -c "import psycopg,sys; psycopg.connect('$(TEST_DATABASE_URL)'.rsplit('/',1)[0]+'/postgres', connect_timeout=3)" 2>/dev/null; then \
@@ -74,7 +83,7 @@ test-postgres: dev-install system-deps
 	fi
 	@if $(BIN)/python -c "import psycopg; psycopg.connect('$(TEST_DATABASE_URL)'.rsplit('/',1)[0]+'/postgres', connect_timeout=3)" 2>/dev/null; then \
 	  echo "== The suite on PostgreSQL ($(TEST_DATABASE_URL)) =="; \
-	  DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/pytest diaries transcription; \
+	  DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest diaries transcription; \
 	elif [ -n "$$CI" ]; then \
 	  echo "PostgreSQL is required in CI but $(TEST_DATABASE_URL) does not answer"; exit 1; \
 	else \

@@ -145,12 +145,16 @@ class WorkerProcess:
 
     def stop(self) -> None:
         if self.process.poll() is None:
+            # SIGTERM to the main process only: it stops its children; signalling them directly
+            # makes it fork replacements during shutdown.
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
+                os.kill(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.kill9()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)  # nothing of this worker outlives the test
         self.log.close()
 
 
@@ -218,3 +222,91 @@ def transcode(source: Path, target: Path, *, codec: str, rate: int = 16000, cont
         for packet in stream.encode(None):
             dst.mux(packet)
     return target
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class WebProcess:
+    """gunicorn serving the project, on the test's database, for uploads over real HTTP."""
+
+    def __init__(self, log_path: Path, env: dict[str, str], threads: int = 4) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log_path.open("ab")
+        self.log_path = log_path
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "diary_project.wsgi:application", "--bind", f"127.0.0.1:{self.port}",
+             "--workers", "1", "--threads", str(threads), "--timeout", "120"],
+            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        wait_for(self._answers, timeout=60, message=f"gunicorn to answer (log: {log_path})")
+
+    def _answers(self) -> bool:
+        import urllib.request
+
+        if self.process.poll() is not None:
+            pytest.fail(f"gunicorn exited:\n{self.log_path.read_text(errors='replace')[-3000:]}")
+        try:
+            with urllib.request.urlopen(self.url + "/healthz", timeout=2):
+                return True
+        except OSError:
+            return False
+
+    def upload(self, key: str, path: Path, **fields: str) -> tuple[int, dict]:
+        from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
+
+        with path.open("rb") as handle:
+            body = encode_multipart(BOUNDARY, {"audio_file": handle, **fields})
+        return http_json(self.url + "/upload", key, body, MULTIPART_CONTENT)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.log.close()
+
+
+def http_json(url: str, key: str, data: bytes | None = None, content_type: str = "", method: str | None = None):
+    """One request with an API key; returns (status, parsed JSON body or None), errors included."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=data, method=method or ("POST" if data else "GET"))
+    request.add_header("Authorization", f"Bearer {key}")
+    if content_type:
+        request.add_header("Content-Type", content_type)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            body = response.read()
+            return response.status, (json.loads(body) if body else None)
+    except urllib.error.HTTPError as error:
+        body = error.read()
+        return error.code, (json.loads(body) if body else None)
+
+
+@pytest.fixture
+def start_web(tmp_path) -> Iterator:
+    """Start gunicorn on the test's database: `start_web(**env)`; stopped at teardown."""
+    webs: list[WebProcess] = []
+
+    def start(threads: int = 4, **extra_env: str) -> WebProcess:
+        web = WebProcess(tmp_path / f"web-{len(webs)}.log", worker_env(**extra_env), threads)
+        webs.append(web)
+        return web
+
+    yield start
+    for web in webs:
+        web.stop()

@@ -5,9 +5,7 @@
 #   docker build --target worker -t audio-diary-worker .   # celery, with the Whisper model baked in
 #
 # Everything is installed from wheels (requirements.txt is fully pinned); no compiler, no
-# apt packages and no model download at run time. requirements.txt names this machine's local
-# package mirrors with --extra-index-url/--find-links: inside the build those paths do not
-# exist, pip warns once and resolves every pin from PyPI.
+# apt packages and no model download at run time.
 
 ############################
 # builder: virtualenv, static files, Whisper model

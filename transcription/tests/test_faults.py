@@ -349,3 +349,64 @@ def test_llm_endpoint_down_for_the_whole_run_still_saves_entries(clips, api_clie
         job = TranscriptionJob.objects.get(job_name=name)
         assert job.formatter == "openai" and "fallback_reason" in job.token_usage
         assert job.recording.entry.formatter == "rules-fallback"
+
+
+# --- Delivery ---------------------------------------------------------------------------
+
+
+def test_poison_job_fails_after_bounded_retries_not_a_loop(clips, api_client, start_worker):
+    # The openai transcription engine against a dead endpoint: a transient error on every try.
+    env = {
+        **FAST,
+        "TRANSCRIPTION_ENGINE": "openai",
+        "OPENAI_BASE_URL": f"http://127.0.0.1:{free_port()}/v1",
+        "OPENAI_API_KEY": "sk-test",
+        "TASK_MAX_RETRIES": "2",
+        "TASK_RETRY_BACKOFF_MAX": "1",
+    }
+    start_worker(**env)
+    from django.test import override_settings
+
+    with override_settings(TRANSCRIPTION_ENGINE="openai"), clips["ocean"].open("rb") as handle:
+        name = api_client.post("/upload", {"audio_file": handle}, format="multipart").json()["job_name"]
+    wait_for(lambda: all_finished([name]), timeout=90, message="the poison job to give up")
+    job = TranscriptionJob.objects.get(job_name=name)
+    assert job.status == "failed" and job.stage == "transcribe"
+    assert job.error_message.startswith("The transcribe step failed 3 times")
+    assert job.attempts == 4  # upload once, transcribe three times
+    assert not DiaryEntry.objects.exists()
+
+
+def test_same_chain_delivered_twice_to_two_workers_makes_one_entry(clips, api_client, start_worker):
+    from transcription.services import job_enqueue
+
+    start_worker(concurrency=2, **FAST)
+    with clips["garden"].open("rb") as handle:
+        name = api_client.post("/upload", {"audio_file": handle}, format="multipart").json()["job_name"]
+    job = TranscriptionJob.objects.get(job_name=name)
+    assert job_enqueue(job_id=job.id)  # a duplicate of every message, as SQS may deliver
+    wait_for(lambda: all_finished([name]), timeout=90, message="the duplicated job")
+    assert_all_done_once([name])
+    job.refresh_from_db()
+    assert job.attempts == 5  # each step ran once; the copies found their step done and stopped
+
+
+def test_sigterm_mid_step_finishes_the_step_then_exits(tmp_path, api_client, start_worker):
+    long_wav = make_speech(" ".join(SENTENCES.values()) * 3, tmp_path / "long.wav")
+    first = start_worker(**{**FAST, "WHISPER_MODEL": "base", "WHISPER_BATCH_SIZE": "0", "WHISPER_BEAM_SIZE": "5"})
+    with long_wav.open("rb") as handle:
+        name = api_client.post("/upload", {"audio_file": handle}, format="multipart").json()["job_name"]
+    wait_for(
+        lambda: TranscriptionJob.objects.filter(job_name=name, stage="transcribe").exclude(claimed_by="").exists(),
+        timeout=60,
+        interval=0.05,
+        message="the transcribe step to start",
+    )
+    first.process.send_signal(15)  # Kubernetes' SIGTERM: a warm shutdown
+    first.process.wait(timeout=120)
+    job = TranscriptionJob.objects.get(job_name=name)
+    assert job.stage == "poll", "the running step completed before the worker exited"
+    start_worker(**FAST)
+    wait_for(lambda: all_finished([name]), timeout=90, message="the job to finish on a new worker")
+    assert_all_done_once([name])
+    assert TranscriptionJob.objects.get(job_name=name).requeues == 0  # no sweep was needed

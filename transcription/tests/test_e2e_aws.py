@@ -4,17 +4,13 @@
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import urllib.request
 import uuid
 
 import boto3
 import pytest
 from django.db import connection
 
-from conftest import ROOT, SPOKEN_TEXT, wait_for, worker_env
+from conftest import SPOKEN_TEXT, http_json, wait_for
 from diaries.models import DiaryEntry
 from diaries.services import api_key_create
 from transcription.models import TranscriptionJob
@@ -30,29 +26,8 @@ def require_postgres():
         pytest.skip("the production-path test runs in the PostgreSQL pass of `make test` (DATABASE_URL set)")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def http(url: str, key: str, data: bytes | None = None, content_type: str = "", method: str | None = None):
-    request = urllib.request.Request(url, data=data, method=method or ("POST" if data else "GET"))
-    request.add_header("Authorization", f"Bearer {key}")
-    if content_type:
-        request.add_header("Content-Type", content_type)
-    with urllib.request.urlopen(request, timeout=30) as response:
-        body = response.read()
-        return response.status, (json.loads(body) if body else None)
-
-
 def test_upload_to_entry_on_sqs_s3_and_aws_transcribe(
-    require_postgres,
-    moto_server_url,
-    speech_wav,
-    start_worker,
-    django_user_model,
-    tmp_path,
+    require_postgres, moto_server_url, speech_wav, start_worker, start_web, django_user_model
 ):
     region = "us-east-1"
     s3 = boto3.client("s3", region_name=region, endpoint_url=moto_server_url)
@@ -77,98 +52,62 @@ def test_upload_to_entry_on_sqs_s3_and_aws_transcribe(
         "POLL_INTERVAL_SECONDS": "1",
     }
     start_worker(**aws_env)
-    port = free_port()
-    web_log = (tmp_path / "web.log").open("wb")
-    web = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "diary_project.wsgi:application",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "1",
-        ],
-        cwd=ROOT,
-        env=worker_env(**aws_env),
-        stdout=web_log,
-        stderr=subprocess.STDOUT,
+    web = start_web(**aws_env)
+    base = web.url
+    user = django_user_model.objects.create_user("client-aws")
+    _, key = api_key_create(user=user)
+    status, reply = web.upload(key, speech_wav, language="en")
+    assert status == 202 and reply["message"] == "File uploaded and transcription started"
+    job_name = reply["job_name"]
+
+    # The audio is in S3, encrypted at rest, under an opaque per-user key.
+    recording = TranscriptionJob.objects.get(job_name=job_name).recording
+    head = s3.head_object(Bucket=bucket, Key=recording.audio.name)
+    assert head["ContentLength"] == speech_wav.stat().st_size
+    assert head["ServerSideEncryption"] == "aws:kms"
+
+    # The worker started an AWS Transcribe job named after ours, with the S3 URI and language.
+    job = wait_for(
+        lambda: TranscriptionJob.objects.filter(job_name=job_name).exclude(external_job_id="").first(),
+        timeout=60,
+        message="the AWS job to start",
     )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _answers(base + "/healthz"), timeout=30, message="gunicorn")
-        user = django_user_model.objects.create_user("client-aws")
-        _, key = api_key_create(user=user)
+    aws_job = transcribe.get_transcription_job(TranscriptionJobName=job.external_job_id)["TranscriptionJob"]
+    assert aws_job["Media"]["MediaFileUri"] == f"s3://{bucket}/{recording.audio.name}"
+    assert aws_job["LanguageCode"] == "en-US"
+    # moto never writes the transcript: put AWS's output where the job says it will be.
+    items = timed_words(SPOKEN_TEXT, 0.3)
+    output = {
+        "jobName": job.external_job_id,
+        "status": "COMPLETED",
+        "results": {
+            "language_code": "en-US",
+            "transcripts": [{"transcript": SPOKEN_TEXT}],
+            "items": [{"id": i, **item} for i, item in enumerate(items)],
+        },
+    }
+    s3.put_object(Bucket=bucket, Key=f"transcripts/{job.external_job_id}.json", Body=json.dumps(output).encode())
 
-        from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
+    wait_for(
+        lambda: TranscriptionJob.objects.get(job_name=job_name).status in {"done", "failed"},
+        timeout=90,
+        message="the job to finish",
+    )
+    status, job_view = http_json(f"{base}/api/jobs/{job_name}", key)
+    assert job_view["status"] == "done", job_view["error_message"]
+    assert job_view["engine"] == "aws"
+    entry = DiaryEntry.objects.get(pk=job_view["entry_id"])
+    assert connection.vendor == "postgresql" and entry.owner == user
+    assert entry.raw_transcript == SPOKEN_TEXT
+    assert entry.segments[0]["start"] == pytest.approx(0.3) and entry.language == "en"
+    assert "walk in the park" in entry.body
+    # Exactly one AWS job, even though poll ran several times.
+    names = [j["TranscriptionJobName"] for j in transcribe.list_transcription_jobs()["TranscriptionJobSummaries"]]
+    assert names.count(job.external_job_id) == 1
+    assert TranscriptionJob.objects.get(job_name=job_name).attempts >= 6  # poll re-enqueued itself
 
-        with speech_wav.open("rb") as handle:
-            body = encode_multipart(BOUNDARY, {"audio_file": handle, "language": "en"})
-        status, reply = http(base + "/upload", key, body, MULTIPART_CONTENT)
-        assert status == 202 and reply["message"] == "File uploaded and transcription started"
-        job_name = reply["job_name"]
-
-        # The audio is in S3, encrypted at rest, under an opaque per-user key.
-        recording = TranscriptionJob.objects.get(job_name=job_name).recording
-        head = s3.head_object(Bucket=bucket, Key=recording.audio.name)
-        assert head["ContentLength"] == speech_wav.stat().st_size
-        assert head["ServerSideEncryption"] == "aws:kms"
-
-        # The worker started an AWS Transcribe job named after ours, with the S3 URI and language.
-        job = wait_for(
-            lambda: TranscriptionJob.objects.filter(job_name=job_name).exclude(external_job_id="").first(),
-            timeout=60,
-            message="the AWS job to start",
-        )
-        aws_job = transcribe.get_transcription_job(TranscriptionJobName=job.external_job_id)["TranscriptionJob"]
-        assert aws_job["Media"]["MediaFileUri"] == f"s3://{bucket}/{recording.audio.name}"
-        assert aws_job["LanguageCode"] == "en-US"
-        # moto never writes the transcript: put AWS's output where the job says it will be.
-        items = timed_words(SPOKEN_TEXT, 0.3)
-        output = {
-            "jobName": job.external_job_id,
-            "status": "COMPLETED",
-            "results": {
-                "language_code": "en-US",
-                "transcripts": [{"transcript": SPOKEN_TEXT}],
-                "items": [{"id": i, **item} for i, item in enumerate(items)],
-            },
-        }
-        s3.put_object(Bucket=bucket, Key=f"transcripts/{job.external_job_id}.json", Body=json.dumps(output).encode())
-
-        wait_for(
-            lambda: TranscriptionJob.objects.get(job_name=job_name).status in {"done", "failed"},
-            timeout=90,
-            message="the job to finish",
-        )
-        status, job_view = http(f"{base}/api/jobs/{job_name}", key)
-        assert job_view["status"] == "done", job_view["error_message"]
-        assert job_view["engine"] == "aws"
-        entry = DiaryEntry.objects.get(pk=job_view["entry_id"])
-        assert connection.vendor == "postgresql" and entry.owner == user
-        assert entry.raw_transcript == SPOKEN_TEXT
-        assert entry.segments[0]["start"] == pytest.approx(0.3) and entry.language == "en"
-        assert "walk in the park" in entry.body
-        # Exactly one AWS job, even though poll ran several times.
-        names = [j["TranscriptionJobName"] for j in transcribe.list_transcription_jobs()["TranscriptionJobSummaries"]]
-        assert names.count(job.external_job_id) == 1
-        assert TranscriptionJob.objects.get(job_name=job_name).attempts >= 6  # poll re-enqueued itself
-
-        # Deleting the entry removes the audio from S3 too.
-        status, _ = http(f"{base}/api/entries/{entry.pk}", key, method="DELETE")
-        assert status == 204
-        with pytest.raises(s3.exceptions.ClientError):
-            s3.head_object(Bucket=bucket, Key=recording.audio.name)
-    finally:
-        web.terminate()
-        web.wait(timeout=30)
-        web_log.close()
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
+    # Deleting the entry removes the audio from S3 too.
+    status, _ = http_json(f"{base}/api/entries/{entry.pk}", key, method="DELETE")
+    assert status == 204
+    with pytest.raises(s3.exceptions.ClientError):
+        s3.head_object(Bucket=bucket, Key=recording.audio.name)

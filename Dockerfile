@@ -4,8 +4,8 @@
 #   docker build --target web    -t audio-diary-web    .   # gunicorn (also runs migrate and the sweep)
 #   docker build --target worker -t audio-diary-worker .   # celery, with the Whisper model baked in
 #
-# Everything is installed from wheels (requirements.txt is fully pinned); no compiler, no
-# apt packages and no model download at run time.
+# Everything Python is installed from wheels (requirements.txt is fully pinned); no compiler and
+# no model download at run time.
 
 ############################
 # builder: virtualenv, static files, Whisper model
@@ -41,6 +41,12 @@ RUN DIARY_DATA_DIR=/tmp/build-var WHISPER_MODEL_CACHE=/opt/models \
 # runtime: shared by web and worker
 ############################
 FROM python:3.11-slim-bookworm AS runtime
+
+# DejaVu fonts let PDF exports print every alphabet (reportlab's own font covers Latin only).
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends fonts-dejavu-core \
+ && rm -rf /var/lib/apt/lists/*
 
 # A fixed non-root uid/gid: the Kubernetes manifests set runAsUser/runAsGroup 10001.
 RUN groupadd --system --gid 10001 diary \

@@ -7,8 +7,9 @@ PIP := $(BIN)/pip install --only-binary=:all: --disable-pip-version-check -q
 HOST ?= 127.0.0.1
 PORT ?= 8000
 DATA_DIR ?= var
-# Debian packages the tests use: speech synthesis for real audio.
-TEST_DEBS := espeak-ng
+# Debian packages the tests use: speech synthesis for real audio, Chromium for browser tests,
+# fonts for PDF exports.
+TEST_DEBS := espeak-ng chromium fonts-dejavu-core
 
 .PHONY: run test test-sqlite test-postgres bench install dev-install system-deps deploy-tools lint clean
 

@@ -20,16 +20,20 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from diaries import selectors, services
+from diaries.models import AccessEvent
 from diaries.rendering import entry_to_markdown
+from diaries.selectors import Scope
 from diaries.serializers import (
     EntryDetailSerializer,
     EntryListSerializer,
+    EntryPageSerializer,
     ErrorSerializer,
     JobSerializer,
     UploadResponseSerializer,
     UploadSerializer,
 )
 from diaries.throttling import UploadThrottle
+from diaries.views import client_ip_address
 from diary_project.errors import ApplicationError, PayloadTooLarge
 from transcription.services import recording_create
 from transcription.uploads import UploadTooLarge
@@ -120,7 +124,7 @@ def upload(request):
 @extend_schema(responses={200: JobSerializer, **ERRORS}, summary="A transcription job's status")
 @api_view(["GET"])
 def job_detail(request, job_name: str):
-    job = get_object_or_404(selectors.jobs_visible_to(user=request.user), job_name=job_name)
+    job = get_object_or_404(selectors.jobs_visible_to(user=request.user, scope=Scope.OWN), job_name=job_name)
     return Response(JobSerializer(job).data)
 
 
@@ -140,13 +144,15 @@ def _parse_date(value: str | None, name: str) -> date | None:
         OpenApiParameter("q", OpenApiTypes.STR, description="Words to find in title, summary and text"),
         OpenApiParameter("page", OpenApiTypes.INT),
     ],
-    responses={200: EntryListSerializer(many=True), **ERRORS},
+    responses={200: EntryPageSerializer, **ERRORS},
+    operation_id="api_entries_list",
     summary="Your diary entries, newest first",
 )
 @api_view(["GET"])
 def entry_list(request):
     entries = selectors.entry_list(
         user=request.user,
+        scope=Scope.OWN,  # the API shows everyone, staff included, only their own entries
         date_from=_parse_date(request.query_params.get("from"), "from"),
         date_to=_parse_date(request.query_params.get("to"), "to"),
         query=request.query_params.get("q", "")[:200],
@@ -160,7 +166,7 @@ def entry_list(request):
 @extend_schema(methods=["DELETE"], responses={204: None, **ERRORS}, summary="Delete an entry and its audio")
 @api_view(["GET", "DELETE"])
 def entry_detail(request, pk: int):
-    entry = get_object_or_404(selectors.entries_visible_to(user=request.user), pk=pk)
+    entry = get_object_or_404(selectors.entries_visible_to(user=request.user, scope=Scope.OWN), pk=pk)
     if request.method == "DELETE":
         services.entry_delete(entry=entry)
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -170,7 +176,7 @@ def entry_detail(request, pk: int):
 @extend_schema(responses={(200, "text/markdown"): OpenApiTypes.STR, **ERRORS}, summary="An entry as Markdown")
 @api_view(["GET"])
 def entry_markdown(request, pk: int):
-    entry = get_object_or_404(selectors.entries_visible_to(user=request.user), pk=pk)
+    entry = get_object_or_404(selectors.entries_visible_to(user=request.user, scope=Scope.OWN), pk=pk)
     response = HttpResponse(entry_to_markdown(entry), content_type="text/markdown; charset=utf-8")
     response["Content-Disposition"] = f'inline; filename="entry-{entry.pk}.md"'
     return response
@@ -179,7 +185,7 @@ def entry_markdown(request, pk: int):
 @extend_schema(responses={(200, "audio/*"): OpenApiTypes.BINARY, **ERRORS}, summary="An entry's audio (streamed)")
 @api_view(["GET"])
 def entry_audio(request, pk: int):
-    entry = get_object_or_404(selectors.entries_visible_to(user=request.user), pk=pk)
+    entry = get_object_or_404(selectors.entries_visible_to(user=request.user, scope=Scope.OWN), pk=pk)
     recording = entry.recording
     if recording is None or not recording.audio.name or recording.audio_deleted_at:
         raise Http404
@@ -189,4 +195,11 @@ def entry_audio(request, pk: int):
         raise Http404 from exc
     response = FileResponse(handle, content_type=recording.content_type or "application/octet-stream")
     response["Cache-Control"] = "private, no-store"
+    services.access_record(
+        user=request.user,
+        action=AccessEvent.Action.PLAY,
+        entries=[entry],
+        detail="api",
+        ip_address=client_ip_address(request),
+    )
     return response

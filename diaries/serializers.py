@@ -76,6 +76,13 @@ class EntryListSerializer(serializers.ModelSerializer):
         fields = ["id", "title", "summary", "mood_label", "mood_score", "tags", "language", "recorded_at", "created_at"]
 
 
+class EntryPageSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = EntryListSerializer(many=True)
+
+
 class EntryDetailSerializer(serializers.ModelSerializer):
     paragraphs = serializers.ListField(child=serializers.CharField(), read_only=True)
     segments = SegmentSerializer(many=True, read_only=True)

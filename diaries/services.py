@@ -1,17 +1,20 @@
-"""Writes for diary entries and API keys."""
+"""Writes for diary entries, API keys, therapists' assignments, reviews and the access log."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.models import Group, Permission
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from diaries.models import ApiKey, DiaryEntry
+from diaries.models import AccessEvent, ApiKey, DiaryEntry, ReviewStatus, TherapistAssignment
 from transcription.engines.base import Transcript
 from transcription.formatters.base import EntryDraft
 
@@ -72,10 +75,160 @@ def entry_create_from_draft(*, recording: Any, draft: EntryDraft, transcript: Tr
     return entry
 
 
-def entry_delete(*, entry: DiaryEntry) -> None:
-    """Delete an entry together with its recording, its job and (on commit) the audio file."""
+def entry_delete(*, entry: DiaryEntry, deleted_by: Any = None, ip_address: str | None = None) -> None:
+    """Delete an entry together with its recording, its job and (on commit) the audio file.
+
+    With `deleted_by` (a reviewer in the admin) the deletion is written to the access log first.
+    """
     with transaction.atomic():
+        if deleted_by is not None:
+            access_record(user=deleted_by, action=AccessEvent.Action.DELETE, entries=[entry], ip_address=ip_address)
         recording = entry.recording
         entry.delete()
         if recording is not None:
             recording.delete()  # transcription.signals removes the file once this commits
+
+
+# --- Access log ------------------------------------------------------------------------------
+
+
+def access_record(
+    *,
+    user: Any,
+    action: str,
+    entries: Iterable[DiaryEntry],
+    detail: str = "",
+    ip_address: str | None = None,
+) -> int:
+    """Record that `user` did `action` (an `AccessEvent.Action`) to each of `entries`; returns the rows written."""
+    if action not in AccessEvent.Action.values:
+        raise ValueError(f"unknown access action {action!r}")
+    now = timezone.now()
+    username = getattr(user, "get_username", lambda: "")() if user is not None else ""
+    user_id = user.pk if user is not None and getattr(user, "is_authenticated", False) else None
+    rows = [
+        AccessEvent(
+            at=now,
+            user_id=user_id,
+            username=(username or "anonymous")[:150],
+            action=action,
+            entry_id=entry.pk,
+            entry_ref=entry.pk,
+            entry_title=entry.title[:200],
+            client_id=entry.owner_id,
+            detail=detail[:255],
+            ip_address=ip_address or None,
+        )
+        for entry in entries
+    ]
+    AccessEvent.objects.bulk_create(rows, batch_size=500)
+    return len(rows)
+
+
+# --- Therapists --------------------------------------------------------------------------------
+
+THERAPISTS_GROUP = "Therapists"
+# What a therapist may do in the admin; which rows they may do it to is the selectors' business.
+THERAPIST_PERMISSIONS = [
+    ("diaries", "view_diaryentry"),
+    ("diaries", "change_diaryentry"),
+    ("diaries", "view_accessevent"),
+    ("transcription", "view_recording"),
+    ("transcription", "view_transcriptionjob"),
+    ("transcription", "change_transcriptionjob"),
+]
+
+
+def therapists_group_ensure() -> Group:
+    """The "Therapists" group with exactly the permissions above (created on first use)."""
+    group, _ = Group.objects.get_or_create(name=THERAPISTS_GROUP)
+    query = Permission.objects.none()
+    for app_label, codename in THERAPIST_PERMISSIONS:
+        query |= Permission.objects.filter(content_type__app_label=app_label, codename=codename)
+    group.permissions.add(*query)
+    return group
+
+
+def therapist_assign(*, therapist: Any, client: Any) -> TherapistAssignment:
+    """Let a staff user review a client's entries; idempotent. The therapist joins the Therapists group."""
+    if therapist.pk == client.pk:
+        raise ValidationError("Nobody can be their own therapist.")
+    if not therapist.is_staff or not therapist.is_active:
+        raise ValidationError(f"{therapist} must be an active staff user to be a therapist.")
+    with transaction.atomic():
+        assignment, _ = TherapistAssignment.objects.get_or_create(therapist=therapist, client=client)
+        therapist.groups.add(therapists_group_ensure())
+    return assignment
+
+
+def therapist_unassign(*, assignment: TherapistAssignment) -> None:
+    assignment.delete()
+
+
+# --- Review --------------------------------------------------------------------------------------
+
+
+def _stamp_review(entry: DiaryEntry, *, reviewer: Any, status: str, now) -> None:
+    entry.review_status = status
+    if status == ReviewStatus.NEW:
+        entry.reviewed_by, entry.reviewed_at = None, None
+    else:
+        entry.reviewed_by, entry.reviewed_at = reviewer, now
+
+
+def entry_update(
+    *,
+    entry: DiaryEntry,
+    editor: Any,
+    changed_fields: Iterable[str],
+    mark: str | None = None,
+    ip_address: str | None = None,
+) -> DiaryEntry:
+    """Save a reviewer's edits to `entry` (already applied to the instance), stamp the review, log the change.
+
+    `mark` (a ReviewStatus) overrides the status in the form, as the "Mark reviewed" button does.
+    """
+    changed = list(changed_fields)
+    if mark is not None:
+        if mark not in ReviewStatus.values:
+            raise ValueError(f"unknown review status {mark!r}")
+        if mark != entry.review_status or "review_status" in changed:
+            entry.review_status = mark
+            changed.append("review_status")
+    now = timezone.now()
+    if "review_status" in changed:
+        _stamp_review(entry, reviewer=editor, status=entry.review_status, now=now)
+    with transaction.atomic():
+        entry.save()
+        detail = "changed " + ", ".join(dict.fromkeys(changed)) if changed else "saved without changes"
+        if "review_status" in changed:
+            detail += f"; review: {entry.get_review_status_display().lower()}"
+        access_record(
+            user=editor, action=AccessEvent.Action.CHANGE, entries=[entry], detail=detail, ip_address=ip_address
+        )
+    return entry
+
+
+def entries_set_review(
+    *, entries: Iterable[DiaryEntry], reviewer: Any, status: str, ip_address: str | None = None
+) -> int:
+    """Set the review status of many entries (the admin's bulk actions); returns how many changed."""
+    if status not in ReviewStatus.values:
+        raise ValueError(f"unknown review status {status!r}")
+    now = timezone.now()
+    changed = []
+    with transaction.atomic():
+        for entry in entries:
+            if entry.review_status == status:
+                continue
+            _stamp_review(entry, reviewer=reviewer, status=status, now=now)
+            entry.save(update_fields=["review_status", "reviewed_by", "reviewed_at", "updated_at"])
+            changed.append(entry)
+        access_record(
+            user=reviewer,
+            action=AccessEvent.Action.CHANGE,
+            entries=changed,
+            detail=f"review: {ReviewStatus(status).label.lower()} (bulk)",
+            ip_address=ip_address,
+        )
+    return len(changed)

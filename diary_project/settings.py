@@ -93,9 +93,11 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "diaries",
     "transcription",
+    "axes",
 ]
 
 MIDDLEWARE = [
+    "diary_project.middleware.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -104,6 +106,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: it turns a locked-out login into a 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "diary_project.urls"
@@ -331,14 +335,56 @@ WHISPER_MODEL = env_str("WHISPER_MODEL", "base")
 WHISPER_MODEL_CACHE = Path(env_str("WHISPER_MODEL_CACHE", str(DATA_DIR / "models")))
 WHISPER_DEVICE = env_str("WHISPER_DEVICE", "cpu")
 WHISPER_COMPUTE_TYPE = env_str("WHISPER_COMPUTE_TYPE", "int8")
-WHISPER_CPU_THREADS = env_int("WHISPER_CPU_THREADS", 2)
-WHISPER_NUM_WORKERS = env_int("WHISPER_NUM_WORKERS", 1)
+
+
+def _whisper_available_cpus() -> int:
+    """CPUs this process may use: its affinity, capped by a cgroup v2 CPU quota (a container's limit)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, int(-(-int(quota) // int(period)))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
+
+
+# Worker processes x WHISPER_NUM_WORKERS (model replicas, run concurrently) x WHISPER_CPU_THREADS <= CPUs.
+# One thread per replica is fastest on small CPUs (make bench): the decoder does not scale with threads.
+WHISPER_AVAILABLE_CPUS = env_int("WHISPER_AVAILABLE_CPUS", _whisper_available_cpus())
+WHISPER_CPU_THREADS = env_int("WHISPER_CPU_THREADS", 1)
+WHISPER_NUM_WORKERS = env_int(
+    "WHISPER_NUM_WORKERS",
+    max(1, min(4, WHISPER_AVAILABLE_CPUS // max(1, CELERY_WORKER_CONCURRENCY * WHISPER_CPU_THREADS))),
+)
 WHISPER_BEAM_SIZE = env_int("WHISPER_BEAM_SIZE", 1)
-# 0 runs sequential decoding; >0 uses faster-whisper's BatchedInferencePipeline.
+# 0 runs sequential decoding; >0 uses faster-whisper's BatchedInferencePipeline (the most 30 s windows
+# per model call; smaller batches are used where that keeps every replica busy).
 WHISPER_BATCH_SIZE = env_int("WHISPER_BATCH_SIZE", 8)
 WHISPER_VAD_FILTER = env_bool("WHISPER_VAD_FILTER", True)
-# Empty means detect the language per recording.
+# Silences shorter than this do not split speech into separate VAD pieces (faster-whisper's default).
+WHISPER_VAD_MIN_SILENCE_MS = env_int("WHISPER_VAD_MIN_SILENCE_MS", 160)
+# Empty means detect the language per recording (from the windows being decoded: no extra encoder pass).
 WHISPER_LANGUAGE = env_str("WHISPER_LANGUAGE", "")
+# Short recordings waiting at the same time are transcribed together, up to this many per call
+# (0 = WHISPER_NUM_WORKERS), when each is at most WHISPER_JOB_BATCH_MAX_SECONDS long.
+WHISPER_JOB_BATCH = env_int("WHISPER_JOB_BATCH", 0) or WHISPER_NUM_WORKERS
+WHISPER_JOB_BATCH_MAX_SECONDS = env_float("WHISPER_JOB_BATCH_MAX_SECONDS", 90)
+# Recordings at least this long are split at silences into chunks of about WHISPER_CHUNK_SECONDS,
+# transcribed in parallel by any worker (0 disables chunking).
+WHISPER_CHUNK_MIN_SECONDS = env_float("WHISPER_CHUNK_MIN_SECONDS", 600)
+WHISPER_CHUNK_SECONDS = env_float("WHISPER_CHUNK_SECONDS", 180)
+# A cut point must lie in a silence at least this long (the middle of the silence is used).
+WHISPER_CHUNK_MIN_SILENCE_MS = env_int("WHISPER_CHUNK_MIN_SILENCE_MS", 300)
+# How often the poll step checks a chunked job's chunks (the last chunk to finish also wakes it).
+WHISPER_CHUNK_POLL_SECONDS = env_float("WHISPER_CHUNK_POLL_SECONDS", 2)
+WHISPER_CHUNK_SOFT_TIME_LIMIT = env_int("WHISPER_CHUNK_SOFT_TIME_LIMIT", 840)
+WHISPER_CHUNK_HARD_TIME_LIMIT = env_int("WHISPER_CHUNK_HARD_TIME_LIMIT", 900)
+# A claimed chunk whose worker has not finished by then is given to another worker by the poll step.
+WHISPER_CHUNK_LEASE_SECONDS = env_int("WHISPER_CHUNK_LEASE_SECONDS", WHISPER_CHUNK_HARD_TIME_LIMIT + 60)
+WHISPER_CHUNK_MAX_ATTEMPTS = env_int("WHISPER_CHUNK_MAX_ATTEMPTS", 3)
+# Decoded 16 kHz audio of chunked jobs, so chunk tasks on this machine need not decode again.
+WHISPER_AUDIO_CACHE_DIR = Path(env_str("WHISPER_AUDIO_CACHE_DIR", str(DATA_DIR / "cache" / "audio")))
 
 AWS_TRANSCRIBE_OUTPUT_BUCKET = env_str("AWS_TRANSCRIBE_OUTPUT_BUCKET", AWS_STORAGE_BUCKET_NAME)
 # Empty: AWS Transcribe identifies the language (a recording's own language wins).
@@ -367,6 +413,30 @@ SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", PRODUCTION)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", PRODUCTION)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+
+# --- Sign-in and failed-login lockout (django-axes) --------------------------------------
+
+# Axes first: it refuses a locked-out login before the password is checked. It needs the
+# request, so tests sign in with `client.force_login`, not `client.login`.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "diary-home"
+AXES_ENABLED = env_bool("AXES_ENABLED", True)
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5)
+# Float hours (axes reads a float as hours); 0 locks until an admin runs `manage.py axes_reset`.
+AXES_COOLOFF_TIME = env_float("AXES_COOLOFF_HOURS", 1.0) or None
+# Comma-separated alternatives, each locked on its own; "+" combines: "username+ip_address".
+AXES_LOCKOUT_PARAMETERS = [
+    part.split("+") if "+" in part else part for part in env_list("AXES_LOCKOUT_PARAMETERS", "username,ip_address")
+]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "diaries/locked_out.html"
+# Proxies in front that append to X-Forwarded-For (one load balancer: 1); 0 trusts only REMOTE_ADDR.
+AXES_TRUSTED_PROXY_COUNT = env_int("AXES_TRUSTED_PROXY_COUNT", 1 if SECURE_PROXY_SSL_HEADER else 0)
+AXES_CLIENT_IP_CALLABLE = "diaries.views.client_ip_address"
 
 # --- Logging ----------------------------------------------------------------------------
 

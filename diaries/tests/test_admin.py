@@ -40,22 +40,26 @@ def test_entry_list_and_search(admin_client_, finished_entry):
 def test_entry_page_has_audio_player_and_clickable_transcript(admin_client_, finished_entry):
     page = admin_client_.get(reverse("admin:diaries_diaryentry_change", args=[finished_entry.pk]))
     html = page.content.decode()
-    assert f'src="/api/entries/{finished_entry.pk}/audio"' in html
+    audio_url = reverse("admin:diaries_diaryentry_audio", args=[finished_entry.pk])
+    assert f'src="{audio_url}"' in html
     assert 'data-start="6.0"' in html and "I felt calm and happy afterwards." in html
-    assert "Job <code>transcription_" in html
-    # The audio URL works for the admin's session.
-    assert admin_client_.get(f"/api/entries/{finished_entry.pk}/audio").status_code == 200
+    assert "job <code>transcription_" in html and 'id="formatter-name">rules<' in html
+    # The admin's audio URL works for the admin's session and answers byte ranges (so the player can seek).
+    audio = admin_client_.get(audio_url)
+    assert audio.status_code == 200 and audio["Accept-Ranges"] == "bytes"
+    # The REST API shows everyone, superusers included, only their own entries.
+    assert admin_client_.get(f"/api/entries/{finished_entry.pk}/audio").status_code == 404
 
 
 def test_staff_edit_the_entry_but_not_the_transcript(admin_client_, finished_entry):
     url = reverse("admin:diaries_diaryentry_change", args=[finished_entry.pk])
     data = {"recorded_at_0": "2026-11-20", "recorded_at_1": "08:00:00", "title": "Edited title",
             "summary": "s", "body": "b", "mood_label": "neutral", "mood_score": "0", "tags": '["x"]',
-            "raw_transcript": "tampered"}
+            "review_status": "new", "reviewer_notes": "", "raw_transcript": "tampered"}
     response = admin_client_.post(url, data)
     assert response.status_code == 302, response.content[:2000]
     finished_entry.refresh_from_db()
-    assert finished_entry.title == "Edited title"
+    assert finished_entry.title == "Edited title" and finished_entry.tags == ["x"]
     assert finished_entry.raw_transcript != "tampered"
 
 

@@ -125,3 +125,17 @@ def test_openapi_schema_and_docs(client):
 def test_healthz(client):
     response = client.get("/healthz")
     assert response.status_code == 200 and response.json() == {"status": "ok", "database": "ok", "storage": "ok"}
+
+
+def test_healthz_answers_any_host_and_reports_storage_errors(client, settings, monkeypatch):
+    # Load balancers probe by pod IP, which is not in ALLOWED_HOSTS.
+    assert client.get("/healthz", HTTP_HOST="10.1.2.3:8000").status_code == 200
+    assert client.get("/api/entries/", HTTP_HOST="10.1.2.3:8000").status_code == 400
+    from django.core.files.storage import default_storage
+
+    def broken(name):
+        raise OSError("bucket unreachable")
+
+    monkeypatch.setattr(default_storage, "exists", broken)
+    response = client.get("/healthz")
+    assert response.status_code == 503 and response.json()["storage"] == "error"

@@ -40,6 +40,7 @@ run: install
 	$(BIN)/python manage.py collectstatic --noinput -v0
 	@echo
 	@echo "  Audio Diary is running:"
+	@echo "    Your diary   http://$(HOST):$(PORT)/diary/   (record or upload in the browser)"
 	@echo "    API docs     http://$(HOST):$(PORT)/api/docs/"
 	@echo "    Admin        http://$(HOST):$(PORT)/admin/   (create a login: $(BIN)/python manage.py createsuperuser)"
 	@echo "    Upload       curl -H 'Authorization: Bearer <KEY>' -F audio_file=@diary.m4a http://$(HOST):$(PORT)/upload"

@@ -7,7 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from diaries import apis, views
 
 urlpatterns = [
-    path("", RedirectView.as_view(url="/api/docs/", permanent=False)),
+    path("", RedirectView.as_view(url="/diary/", permanent=False)),
     path("upload", apis.upload, name="upload"),
     path("api/upload", apis.upload, name="api-upload"),
     path("api/jobs/<str:job_name>", apis.job_detail, name="job-detail"),

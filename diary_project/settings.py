@@ -358,9 +358,10 @@ WHISPER_NUM_WORKERS = env_int(
     max(1, min(4, WHISPER_AVAILABLE_CPUS // max(1, CELERY_WORKER_CONCURRENCY * WHISPER_CPU_THREADS))),
 )
 WHISPER_BEAM_SIZE = env_int("WHISPER_BEAM_SIZE", 1)
-# 0 runs sequential decoding; >0 uses faster-whisper's BatchedInferencePipeline (the most 30 s windows
-# per model call; smaller batches are used where that keeps every replica busy).
-WHISPER_BATCH_SIZE = env_int("WHISPER_BATCH_SIZE", 8)
+# 0 runs sequential decoding; >0 uses faster-whisper's BatchedInferencePipeline with at most this many
+# 30 s windows per model call. Memory grows ~70 MB per window in a call (encoder attention); a single-threaded
+# replica is as fast one window at a time, a multi-threaded one needs batches to keep its threads busy.
+WHISPER_BATCH_SIZE = env_int("WHISPER_BATCH_SIZE", 1 if WHISPER_CPU_THREADS == 1 else 4)
 WHISPER_VAD_FILTER = env_bool("WHISPER_VAD_FILTER", True)
 # Silences shorter than this do not split speech into separate VAD pieces (faster-whisper's default).
 WHISPER_VAD_MIN_SILENCE_MS = env_int("WHISPER_VAD_MIN_SILENCE_MS", 160)
@@ -373,7 +374,7 @@ WHISPER_JOB_BATCH_MAX_SECONDS = env_float("WHISPER_JOB_BATCH_MAX_SECONDS", 90)
 # Recordings at least this long are split at silences into chunks of about WHISPER_CHUNK_SECONDS,
 # transcribed in parallel by any worker (0 disables chunking).
 WHISPER_CHUNK_MIN_SECONDS = env_float("WHISPER_CHUNK_MIN_SECONDS", 600)
-WHISPER_CHUNK_SECONDS = env_float("WHISPER_CHUNK_SECONDS", 180)
+WHISPER_CHUNK_SECONDS = env_float("WHISPER_CHUNK_SECONDS", 120)
 # A cut point must lie in a silence at least this long (the middle of the silence is used).
 WHISPER_CHUNK_MIN_SILENCE_MS = env_int("WHISPER_CHUNK_MIN_SILENCE_MS", 300)
 # How often the poll step checks a chunked job's chunks (the last chunk to finish also wakes it).

@@ -94,3 +94,42 @@ class TranscriptionJob(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in ACTIVE_STATUSES
+
+
+class ChunkStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class TranscriptionChunk(models.Model):
+    """One time range of a long recording, cut at a silence and transcribed by any worker.
+
+    The poll step merges the chunks of a job once all are done; a chunk is claimed like a job's
+    step (a conditional update with a lease), so a redelivered or re-published task is harmless.
+    """
+
+    job = models.ForeignKey(TranscriptionJob, on_delete=models.CASCADE, related_name="chunks")
+    index = models.PositiveIntegerField()
+    start = models.FloatField(help_text="Seconds from the start of the recording")
+    end = models.FloatField()
+    status = models.CharField(max_length=16, choices=ChunkStatus.choices, default=ChunkStatus.QUEUED)
+    # Segments with times in the whole recording (the chunk's start already added).
+    transcript = models.JSONField(null=True, blank=True)
+    error_message = models.TextField(blank=True)
+    claimed_by = models.CharField(max_length=200, blank=True)
+    # Claimed: the worker's deadline. Queued: when to publish the task again if no worker took it.
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0, help_text="Times a worker claimed this chunk")
+    requeues = models.PositiveIntegerField(default=0, help_text="Times the poll step published it again")
+    timings = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["job", "index"]
+        constraints = [models.UniqueConstraint(fields=["job", "index"], name="transcription_chunk_unique_index")]
+
+    def __str__(self) -> str:
+        return f"{self.job_id}#{self.index} {self.start:.1f}-{self.end:.1f}s ({self.status})"

@@ -20,6 +20,7 @@ import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -404,6 +405,10 @@ def _step_upload(job: TranscriptionJob, worker: str) -> StepOutcome:
 
 def _step_transcribe(job: TranscriptionJob, worker: str) -> StepOutcome:
     engine = get_engine(job.engine)
+    # Whisper: long recordings in chunks across workers, short ones together with others waiting.
+    outcome = _transcribe_chunked_or_together(job, worker, engine)
+    if outcome is not None:
+        return outcome
     recording = job.recording
     last = {"progress": 5}
 
@@ -437,7 +442,10 @@ def _step_transcribe(job: TranscriptionJob, worker: str) -> StepOutcome:
 def _step_poll(job: TranscriptionJob, worker: str) -> StepOutcome:
     engine = get_engine(job.engine)
     started = time.monotonic()
-    result = engine.poll(job.engine_handle or {})
+    if (job.engine_handle or {}).get("chunks"):
+        result = _chunks_poll(job, worker)  # a chunked job: merge its chunks once every one is done
+    else:
+        result = engine.poll(job.engine_handle or {})
     if isinstance(result, Pending):
         waited = time.time() - float((job.timings or {}).get("_poll_since", time.time()))
         if waited > settings.POLL_DEADLINE_SECONDS:
@@ -550,3 +558,356 @@ def job_run_inline(*, job_id: int, max_attempts: int = 3) -> TranscriptionJob:
             time.sleep(outcome.retry_after)
         elif outcome.kind == "skipped":
             raise ApplicationError(f"Job {job.job_name} is being run by another worker ({outcome.detail}).")
+
+
+# --- Whisper: long recordings in chunks, short ones together ----------------------------
+# A recording of at least WHISPER_CHUNK_MIN_SECONDS is cut at silences into TranscriptionChunk rows;
+# each chunk is a `transcribe_chunk` task any worker may run, and the poll step merges them. The
+# rows, not the broker, say what is done: chunk tasks claim their row like steps claim their job.
+
+
+def _chunking_applies(job: TranscriptionJob, engine: Any, worker: str) -> bool:
+    duration = job.recording.duration_seconds or 0.0
+    return bool(
+        getattr(engine, "supports_chunks", False)
+        and settings.WHISPER_CHUNK_MIN_SECONDS > 0
+        and duration >= settings.WHISPER_CHUNK_MIN_SECONDS
+        # The in-process `transcribe` command has no other workers to share chunks with.
+        and not worker.startswith("inline:")
+    )
+
+
+def _job_batch_applies(job: TranscriptionJob, engine: Any, worker: str) -> bool:
+    duration = job.recording.duration_seconds or 0.0
+    return bool(
+        hasattr(engine, "transcribe_many")
+        and settings.WHISPER_JOB_BATCH > 1
+        and 0 < duration <= settings.WHISPER_JOB_BATCH_MAX_SECONDS
+        and not worker.startswith("inline:")
+    )
+
+
+def _transcribe_chunked_or_together(job: TranscriptionJob, worker: str, engine: Any) -> StepOutcome | None:
+    """The whisper-only ways of the transcribe step; None means the plain one-call path."""
+    if _chunking_applies(job, engine, worker):
+        return _transcribe_in_chunks(job, worker, engine)
+    if _job_batch_applies(job, engine, worker):
+        return _transcribe_together(job, worker, engine)
+    return None
+
+
+def audio_cache_path(job: TranscriptionJob) -> Path:
+    return Path(settings.WHISPER_AUDIO_CACHE_DIR) / f"{job.job_name}-{job.recording_id}.s16"
+
+
+def _advance_to_poll(job: TranscriptionJob, worker: str, elapsed: float, handle: dict[str, Any], **fields: Any) -> bool:
+    job.timings = {**(job.timings or {}), "_poll_since": time.time()}
+    return _advance(job, worker, JobStage.POLL, elapsed, engine_handle=handle, external_job_id="", **fields)
+
+
+def _transcribe_in_chunks(job: TranscriptionJob, worker: str, engine: Any) -> StepOutcome:
+    """Plan chunks at silences, store them with the job's advance to POLL, publish them after commit."""
+    from transcription.engines.whisper import as_float
+    from transcription.models import TranscriptionChunk
+
+    started = time.monotonic()
+    recording = job.recording
+    cache = audio_cache_path(job)
+    with audio_ref_for(recording, local=True) as audio:
+        try:
+            # Decoded once, to a PCM file on this machine that chunk tasks here read their ranges from.
+            samples = engine.decode_to_pcm(audio.local_path, cache)
+            _audio_cache_prune(cache.parent)
+        except OSError as exc:
+            logger.warning("No audio cache for %s (%s); chunk tasks decode the file themselves", job.job_name, exc)
+            samples = engine.decode(audio.local_path)
+    bounds = engine.plan_chunks(
+        samples, target_seconds=settings.WHISPER_CHUNK_SECONDS, min_silence_ms=settings.WHISPER_CHUNK_MIN_SILENCE_MS
+    )
+    if len(bounds) < 2:  # no silence to cut at: one call, as for short recordings
+        transcript = engine.transcribe_audio(as_float(samples), language=recording.language or None)
+        cache.unlink(missing_ok=True)
+        advanced = _advance_to_poll(job, worker, time.monotonic() - started, {"transcript": transcript.to_dict()})
+        return StepOutcome("advanced") if advanced else StepOutcome("skipped")
+    lease = timezone.now() + timedelta(seconds=settings.JOB_QUEUED_GRACE_SECONDS)
+    with transaction.atomic():
+        # A re-run of a failed job plans afresh; a redelivered step never gets here (its claim fails).
+        TranscriptionChunk.objects.filter(job=job).delete()
+        TranscriptionChunk.objects.bulk_create(
+            TranscriptionChunk(job=job, index=index, start=round(start, 3), end=round(end, 3), lease_expires_at=lease)
+            for index, (start, end) in enumerate(bounds)
+        )
+        handle = {"chunks": len(bounds), "audio_seconds": round(len(samples) / 16000, 3)}
+        if not _advance_to_poll(job, worker, time.monotonic() - started, handle, progress=5):
+            transaction.set_rollback(True)
+            return StepOutcome("skipped")
+        transaction.on_commit(lambda: _chunks_publish(job.id, range(len(bounds))))
+    logger.info("%s: %.0f s of audio in %d chunks", job.job_name, len(samples) / 16000, len(bounds))
+    return StepOutcome("advanced")
+
+
+def _audio_cache_prune(folder: Path, max_age_seconds: float = 24 * 3600) -> None:
+    """Forget cached audio of jobs that never merged (failed, deleted): older than a day."""
+    cutoff = time.time() - max_age_seconds
+    for path in folder.glob("*.s16"):
+        with contextlib.suppress(OSError):
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+
+
+def _chunks_publish(job_id: int, indexes: Any) -> None:
+    from celery import group
+
+    from transcription.tasks import transcribe_chunk
+
+    try:
+        group(transcribe_chunk.si(job_id, index) for index in indexes).apply_async()
+    except Exception:
+        # The poll step publishes chunks again once their lease runs out.
+        logger.exception("Publishing the chunks of job %s failed", job_id)
+
+
+def _chunk_claim(job_id: int, index: int, worker: str) -> bool:
+    from transcription.models import ChunkStatus, TranscriptionChunk
+
+    now = timezone.now()
+    return bool(
+        TranscriptionChunk.objects.filter(
+            job_id=job_id,
+            index=index,
+            status__in=(ChunkStatus.QUEUED, ChunkStatus.RUNNING),
+            job__stage=JobStage.POLL,
+            job__status__in=ACTIVE_STATUSES,
+        )
+        .filter(Q(claimed_by="") | Q(lease_expires_at__lt=now))
+        .update(
+            status=ChunkStatus.RUNNING,
+            claimed_by=worker[:200],
+            lease_expires_at=now + timedelta(seconds=settings.WHISPER_CHUNK_LEASE_SECONDS),
+            attempts=F("attempts") + 1,
+            updated_at=now,
+        )
+    )
+
+
+def _chunk_samples(chunk: Any, engine: Any) -> Any:
+    """The chunk's audio: from this machine's cache of the decoded recording, else decoded again."""
+    from transcription.engines.whisper import SAMPLE_RATE, load_pcm_range
+
+    cache = audio_cache_path(chunk.job)
+    if not cache.exists():
+        with audio_ref_for(chunk.job.recording, local=True) as audio:
+            try:
+                engine.decode_to_pcm(audio.local_path, cache)  # also for this job's other chunks here
+            except OSError:
+                samples = engine.decode(audio.local_path)
+                return samples[round(chunk.start * SAMPLE_RATE) : round(chunk.end * SAMPLE_RATE)]
+    return load_pcm_range(cache, chunk.start, chunk.end)
+
+
+def _chunk_finish(chunk_id: int, worker: str, **fields: Any) -> bool:
+    from transcription.models import ChunkStatus, TranscriptionChunk
+
+    return bool(
+        TranscriptionChunk.objects.filter(id=chunk_id, claimed_by=worker, status=ChunkStatus.RUNNING).update(
+            claimed_by="", lease_expires_at=None, updated_at=timezone.now(), **fields
+        )
+    )
+
+
+def _chunks_wake_poll(job_id: int) -> None:
+    """When no chunk is left to run, publish the poll step now rather than wait for its countdown."""
+    from transcription.models import ChunkStatus, TranscriptionChunk
+
+    left = TranscriptionChunk.objects.filter(job_id=job_id, status__in=(ChunkStatus.QUEUED, ChunkStatus.RUNNING))
+    if not left.exists():
+        job_enqueue(job_id=job_id)
+
+
+def chunk_transcribe(*, job_id: int, index: int, worker: str) -> StepOutcome:
+    """Claim one chunk, transcribe its time range, store its transcript. Raises TransientStepError."""
+    from transcription.models import ChunkStatus, TranscriptionChunk
+
+    if not _chunk_claim(job_id, index, worker):
+        return StepOutcome("skipped", detail="chunk done, held by another worker, or its job moved on")
+    chunk = TranscriptionChunk.objects.select_related("job__recording").get(job_id=job_id, index=index)
+    if chunk.attempts > settings.WHISPER_CHUNK_MAX_ATTEMPTS:
+        message = f"Chunk {index} was attempted {chunk.attempts - 1} times without finishing. {chunk.error_message}"
+        message = message.strip()
+        _chunk_finish(chunk.id, worker, status=ChunkStatus.FAILED, error_message=message)
+        _chunks_wake_poll(job_id)
+        return StepOutcome("failed", detail=message)
+    started = time.monotonic()
+    try:
+        engine = get_engine(chunk.job.engine)
+        samples = _chunk_samples(chunk, engine)
+        transcript = engine.transcribe_audio(samples, language=chunk.job.recording.language or None, offset=chunk.start)
+    except Exception as exc:
+        permanent = isinstance(exc, EngineError) and exc.permanent
+        if exc.__class__.__name__ == "SoftTimeLimitExceeded":
+            permanent, exc = True, EngineError(f"Chunk {index} ran past its time limit.")
+        message = exc.message if isinstance(exc, EngineError) else f"chunk {index}: {exc}"
+        if permanent:
+            _chunk_finish(chunk.id, worker, status=ChunkStatus.FAILED, error_message=message[:2000])
+            _chunks_wake_poll(job_id)
+            return StepOutcome("failed", detail=message)
+        if not isinstance(exc, EngineError):
+            logger.exception("Chunk %s of job %s failed", index, job_id)
+        # Back in the queue for this task's retry (or the poll step's re-publish if the retry is lost).
+        _chunk_finish(
+            chunk.id,
+            worker,
+            status=ChunkStatus.QUEUED,
+            error_message=message[:2000],
+            lease_expires_at=timezone.now()
+            + timedelta(seconds=settings.TASK_RETRY_BACKOFF_MAX + settings.JOB_QUEUED_GRACE_SECONDS),
+        )
+        raise TransientStepError(message) from exc
+    elapsed = round(time.monotonic() - started, 3)
+    stored = _chunk_finish(
+        chunk.id,
+        worker,
+        status=ChunkStatus.DONE,
+        transcript=transcript.to_dict(),  # replaces, never appends: running a chunk twice is harmless
+        error_message="",
+        timings={"seconds": elapsed, "audio_seconds": round(chunk.end - chunk.start, 3), "worker": worker[:200]},
+    )
+    if not stored:
+        return StepOutcome("skipped", detail="another worker took the chunk over")
+    _chunks_wake_poll(job_id)
+    return StepOutcome("advanced")
+
+
+def chunk_fail(*, job_id: int, index: int, message: str) -> None:
+    """A chunk whose task gave up retrying: the poll step fails the job."""
+    from transcription.models import ChunkStatus, TranscriptionChunk
+
+    TranscriptionChunk.objects.filter(
+        job_id=job_id, index=index, status__in=(ChunkStatus.QUEUED, ChunkStatus.RUNNING)
+    ).update(status=ChunkStatus.FAILED, error_message=message[:2000], claimed_by="", lease_expires_at=None)
+    _chunks_wake_poll(job_id)
+
+
+def _chunks_poll(job: TranscriptionJob, worker: str) -> Transcript | Pending:
+    """Pending until every chunk is done (re-publishing those whose lease ran out), then the merge."""
+    from transcription.engines.whisper import merge_transcripts
+    from transcription.models import ChunkStatus, TranscriptionChunk
+
+    chunks = list(TranscriptionChunk.objects.filter(job=job).order_by("index"))
+    expected = int(job.engine_handle.get("chunks", 0))
+    if len(chunks) != expected:
+        raise EngineError(f"{expected - len(chunks)} of {expected} chunks are missing; re-run the job", permanent=True)
+    failed = [chunk for chunk in chunks if chunk.status == ChunkStatus.FAILED]
+    if failed:
+        audio_cache_path(job).unlink(missing_ok=True)
+        first = failed[0]
+        raise EngineError(
+            f"Chunk {first.index} ({first.start:.0f}-{first.end:.0f} s) failed: {first.error_message}", permanent=True
+        )
+    waiting = [chunk for chunk in chunks if chunk.status != ChunkStatus.DONE]
+    if waiting:
+        _chunks_republish_expired(job, waiting)
+        done = len(chunks) - len(waiting)
+        TranscriptionJob.objects.filter(id=job.id, claimed_by=worker).update(progress=5 + 70 * done // len(chunks))
+        return Pending(retry_after=settings.WHISPER_CHUNK_POLL_SECONDS, detail=f"{done} of {len(chunks)} chunks done")
+    engine = get_engine(job.engine)
+    merged = merge_transcripts(
+        [Transcript.from_dict(chunk.transcript or {}) for chunk in chunks],
+        duration=float(job.engine_handle.get("audio_seconds") or chunks[-1].end),
+        engine=getattr(engine, "name", job.engine),
+        model=getattr(engine, "model_name", ""),
+    )
+    job.timings = {
+        **(job.timings or {}),
+        "chunks": len(chunks),
+        "chunk_seconds": round(sum(float((chunk.timings or {}).get("seconds", 0.0)) for chunk in chunks), 3),
+    }
+    audio_cache_path(job).unlink(missing_ok=True)
+    return merged
+
+
+def _chunks_republish_expired(job: TranscriptionJob, waiting: list[Any]) -> None:
+    from transcription.models import ChunkStatus, TranscriptionChunk
+
+    now = timezone.now()
+    again = []
+    for chunk in waiting:
+        if chunk.lease_expires_at is None or chunk.lease_expires_at >= now:
+            continue
+        # Conditional on the lease we saw: a concurrent poll, or the chunk's worker finishing, wins.
+        same = TranscriptionChunk.objects.filter(
+            id=chunk.id, status=chunk.status, lease_expires_at=chunk.lease_expires_at
+        )
+        if chunk.requeues >= settings.JOB_MAX_REQUEUES:
+            message = f"Chunk {chunk.index} was lost {chunk.requeues} times (its workers died or its task was lost)."
+            same.update(status=ChunkStatus.FAILED, error_message=message, claimed_by="", lease_expires_at=None)
+            raise EngineError(message, permanent=True)
+        if same.update(
+            status=ChunkStatus.QUEUED,
+            claimed_by="",
+            lease_expires_at=now + timedelta(seconds=settings.JOB_QUEUED_GRACE_SECONDS),
+            requeues=F("requeues") + 1,
+            updated_at=now,
+        ):
+            logger.warning(
+                "%s: chunk %s (%s) had no live worker; published again", job.job_name, chunk.index, chunk.status
+            )
+            again.append(chunk.index)
+    if again:
+        _chunks_publish(job.id, again)
+
+
+def _transcribe_together(job: TranscriptionJob, worker: str, engine: Any) -> StepOutcome | None:
+    """Claim other short recordings waiting to be transcribed and run them all in one engine call.
+
+    Concurrent recordings keep every model replica busy (one short recording fills one). The others'
+    own transcribe messages then find their step done and stop; their chains go on from POLL here.
+    """
+    limit = settings.WHISPER_JOB_BATCH - 1
+    candidates = (
+        TranscriptionJob.objects.filter(
+            stage=JobStage.TRANSCRIBE,
+            status__in=ACTIVE_STATUSES,
+            engine=job.engine,
+            claimed_by="",
+            recording__duration_seconds__gt=0,
+            recording__duration_seconds__lte=settings.WHISPER_JOB_BATCH_MAX_SECONDS,
+        )
+        .exclude(id=job.id)
+        .order_by("created_at")
+        .values_list("id", flat=True)[: limit * 2]
+    )
+    claimed = []
+    for other_id in candidates:
+        if len(claimed) >= limit:
+            break
+        if _claim(other_id, JobStage.TRANSCRIBE, worker):
+            claimed.append(other_id)
+    if not claimed:
+        return None
+    jobs = [job, *TranscriptionJob.objects.select_related("recording").filter(id__in=claimed).order_by("created_at")]
+    started = time.monotonic()
+    try:
+        with contextlib.ExitStack() as stack:
+            audio = [stack.enter_context(audio_ref_for(each.recording, local=True)) for each in jobs]
+            results = engine.transcribe_many(
+                [(ref.local_path, each.recording.language or None) for ref, each in zip(audio, jobs, strict=True)]
+            )
+    except BaseException:
+        for other_id in claimed:
+            _release(other_id, worker, wait_seconds=0)  # their own messages run them
+        raise
+    elapsed = time.monotonic() - started
+    for each, result in zip(jobs[1:], results[1:], strict=True):
+        if isinstance(result, EngineError):
+            if result.permanent:
+                job_fail(job_id=each.id, message=result.message)
+            else:
+                _release(each.id, worker, wait_seconds=0, error_message=result.message[:2000])
+        elif _advance_to_poll(each, worker, elapsed, {"transcript": result.to_dict()}):
+            job_enqueue(job_id=each.id)  # its own chain stops at the transcribe step it finds done
+    if isinstance(results[0], EngineError):
+        raise results[0]
+    advanced = _advance_to_poll(job, worker, elapsed, {"transcript": results[0].to_dict()})
+    logger.info("%s transcribed together with %d other recording(s)", job.job_name, len(claimed))
+    return StepOutcome("advanced") if advanced else StepOutcome("skipped")

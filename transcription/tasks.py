@@ -85,6 +85,30 @@ def save_entry(self: Task, job_id: int) -> None:
     run_step_task(self, job_id, JobStage.SAVE)
 
 
+@shared_task(
+    name="transcription.transcribe_chunk",
+    bind=True,
+    acks_late=True,
+    max_retries=settings.TASK_MAX_RETRIES,
+    soft_time_limit=settings.WHISPER_CHUNK_SOFT_TIME_LIMIT,
+    time_limit=settings.WHISPER_CHUNK_HARD_TIME_LIMIT,
+)
+def transcribe_chunk(self: Task, job_id: int, index: int) -> None:
+    """One chunk of a long recording (published as a group by the transcribe step; merged by poll)."""
+    worker = f"{self.request.hostname or 'worker'}:{os.getpid()}:{self.request.id}"
+    try:
+        outcome = services.chunk_transcribe(job_id=job_id, index=index, worker=worker)
+    except services.TransientStepError as exc:
+        if self.request.retries >= self.max_retries:
+            services.chunk_fail(job_id=job_id, index=index, message=f"Failed {self.request.retries + 1} times: {exc}")
+            raise Ignore() from exc
+        logger.warning("Job %s chunk %s failed transiently (%s); retrying", job_id, index, exc)
+        raise self.retry(exc=exc, countdown=retry_countdown(self.request.retries)) from exc
+    if not outcome.advanced:
+        logger.info("Job %s chunk %s: %s (%s)", job_id, index, outcome.kind, outcome.detail)
+        raise Ignore()
+
+
 STEP_TASKS = {
     JobStage.UPLOAD: upload_recording,
     JobStage.TRANSCRIBE: transcribe_recording,

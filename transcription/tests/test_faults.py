@@ -4,6 +4,7 @@ uploads, the LLM endpoint down. Every test is bounded in time; none is a timing 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import socket
 import subprocess
 import sys
@@ -240,6 +241,9 @@ class TcpProxy:
 
     def cut(self) -> None:
         assert self.listener is not None
+        # shutdown() wakes the thread blocked in accept(); close() alone leaves the port listening.
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
         for conn in self.connections:
             try:

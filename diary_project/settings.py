@@ -269,10 +269,15 @@ if CELERY_BROKER_URL.startswith("filesystem"):
         "processed_folder": str(CELERY_BROKER_FOLDER / "processed"),
         "control_folder": str(CELERY_BROKER_FOLDER / "control"),
         "store_processed": False,
-        # Each step waits up to this long in the folder; five steps per job make it the main fixed
-        # overhead (make bench: 2.4 s per job at 0.5 s, 0.7 s at 0.1 s). A listdir 10x a second is cheap.
+        # Idle, a new job waits up to this long in the folder (a listdir 10x a second is cheap). Between a
+        # job's five steps the worker polls every CELERY_BUSY_POLLING_INTERVAL instead, while a message is
+        # in flight and CELERY_BUSY_POLLING_SECONDS after (diary_project/broker.py; make bench: a fixed
+        # interval made the hops most of the fixed overhead, 2.4 s per job at 0.5 s, 0.5 s at 0.1 s).
         "polling_interval": env_float("CELERY_POLLING_INTERVAL", 0.1),
+        "busy_polling_interval": env_float("CELERY_BUSY_POLLING_INTERVAL", 0.01),
+        "busy_seconds": env_float("CELERY_BUSY_POLLING_SECONDS", 2.0),
     }
+    CELERY_BROKER_TRANSPORT = "diary_project.broker:FilesystemTransport"
 elif CELERY_BROKER_URL.startswith("sqs"):
     if CELERY_BROKER_URL == "sqs://" and AWS_ENDPOINT_URL:
         # kombu takes the SQS endpoint from the broker URL's host (a local endpoint such as moto).

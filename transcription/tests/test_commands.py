@@ -81,7 +81,12 @@ def test_requeue_stuck_jobs_command(user, speech_wav, fake_engine, monkeypatch):
 
 
 def test_prepare_whisper_model_command():
-    result = subprocess.run([sys.executable, "manage.py", "prepare_whisper_model", "base", "tiny.en"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "prepare_whisper_model", "base", "tiny.en"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "base:" in result.stdout and "tiny.en:" in result.stdout and result.stdout.count("(verified)") == 2

@@ -21,8 +21,14 @@ def base_engine(tmp_path_factory):
 
 @pytest.mark.parametrize(
     "codec,container,suffix,rate",
-    [("pcm_s16le", "wav", "wav", 16000), ("mp3", "mp3", "mp3", 16000), ("aac", "mp4", "m4a", 16000),
-     ("libopus", "ogg", "ogg", 48000), ("libopus", "webm", "webm", 48000), ("flac", "flac", "flac", 16000)],
+    [
+        ("pcm_s16le", "wav", "wav", 16000),
+        ("mp3", "mp3", "mp3", 16000),
+        ("aac", "mp4", "m4a", 16000),
+        ("libopus", "ogg", "ogg", 48000),
+        ("libopus", "webm", "webm", 48000),
+        ("flac", "flac", "flac", 16000),
+    ],
 )
 def test_base_transcribes_every_common_format(base_engine, speech_wav, tmp_path, codec, container, suffix, rate):
     path = transcode(speech_wav, tmp_path / f"walk.{suffix}", codec=codec, container=container, rate=rate)

@@ -111,6 +111,8 @@ class BenchAudio:
     bench_wav: Path
     bench_mp3: Path
     bench_reference: str
+    # The WER set: the bench set and a second reading (other order, faster voice), each as WAV and MP3.
+    wer_set: list[tuple[Path, str]]
     minute_mp3: Path
     minute_reference: str
     long_wav: Path
@@ -124,6 +126,12 @@ def make_audio(workdir: Path, long_minutes: float, clip_count: int) -> BenchAudi
     # The bench set: the diary read twice (second time backwards), about three and a half minutes.
     order = list(range(6)) + list(range(5, -1, -1))
     bench_wav = join_wavs([parts[i] for i in order], workdir / "bench.wav")
+    fast = [speak(text, workdir / f"fast{i}.wav", speed=185) for i, text in enumerate(BENCH_PARAGRAPHS)]
+    second_order = [3, 0, 5, 1, 4, 2, 2, 4, 1, 5]
+    second_wav = join_wavs([fast[i] for i in second_order], workdir / "second.wav", pause_seconds=1.0)
+    second_reference = " ".join(BENCH_PARAGRAPHS[i] for i in second_order)
+    bench_mp3 = to_mp3(bench_wav, workdir / "bench.mp3")
+    bench_reference = " ".join(BENCH_PARAGRAPHS[i] for i in order)
     minute_wav = join_wavs(parts[:4], workdir / "minute.wav")
     repeats = [parts[i % 6] for i in range(int(long_minutes * 60 / 18) + 1)]
     long_wav = join_wavs(repeats, workdir / "long.wav")
@@ -136,8 +144,14 @@ def make_audio(workdir: Path, long_minutes: float, clip_count: int) -> BenchAudi
         clips.append((to_mp3(wav, workdir / f"clip{index}.mp3"), text))
     return BenchAudio(
         bench_wav=bench_wav,
-        bench_mp3=to_mp3(bench_wav, workdir / "bench.mp3"),
-        bench_reference=" ".join(BENCH_PARAGRAPHS[i] for i in order),
+        bench_mp3=bench_mp3,
+        bench_reference=bench_reference,
+        wer_set=[
+            (bench_wav, bench_reference),
+            (bench_mp3, bench_reference),
+            (second_wav, second_reference),
+            (to_mp3(second_wav, workdir / "second.mp3"), second_reference),
+        ],
         minute_mp3=to_mp3(minute_wav, workdir / "minute.mp3"),
         minute_reference=" ".join(BENCH_PARAGRAPHS[:4]),
         long_wav=long_wav,
@@ -160,7 +174,7 @@ class ModelRow:
     seconds: float
     rtf: float
     wer: float
-    wer_wav_mp3: list[float]
+    wer_per_file: list[float]
 
 
 def raw_library_call(model_dir: str, path: str, *, threads: int, batch_size: int = 8, language=None):
@@ -182,20 +196,47 @@ def raw_library_call(model_dir: str, path: str, *, threads: int, batch_size: int
     return " ".join(segment.text.strip() for segment in segments)
 
 
+def _cpu_idle_fraction(seconds: float = 0.5) -> float:
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as stat:
+            fields = [int(value) for value in stat.readline().split()[1:]]
+        return fields[3] + fields[4], sum(fields)
+
+    idle, total = sample()
+    time.sleep(seconds)
+    idle2, total2 = sample()
+    return (idle2 - idle) / max(1, total2 - total)
+
+
+QUIET_WAITS: list[float] = []
+
+
+def wait_for_quiet_cpu(max_wait: float = 30.0) -> None:
+    """Wait (at most max_wait) until the CPUs are idle: other work on a shared machine skews timings."""
+    if not Path("/proc/stat").exists():
+        return
+    started = time.monotonic()
+    calm = 0
+    while time.monotonic() - started < max_wait and calm < 3:
+        calm = calm + 1 if _cpu_idle_fraction() >= 0.9 else 0
+    QUIET_WAITS.append(round(time.monotonic() - started, 1))
+
+
 def _timed(function, *args, **kwargs):
+    wait_for_quiet_cpu()
     started = time.perf_counter()
     result = function(*args, **kwargs)
     return time.perf_counter() - started, result
 
 
 def bench_models(audio: BenchAudio, cpus: int) -> list[ModelRow]:
-    """Each configuration on the bench set as WAV and as MP3: the same speech, two chances to slip."""
+    """Each configuration on the WER set: two readings, each as WAV and as MP3 (four chances to slip)."""
     from django.conf import settings
 
     from transcription.engines.whisper import WhisperEngine
 
-    files = [str(audio.bench_wav), str(audio.bench_mp3)]
-    seconds_of_audio = wav_seconds(audio.bench_wav)
+    files = [(str(path), reference) for path, reference in audio.wer_set]
+    seconds_of_audio = sum(wav_seconds(path) for path, _ in audio.wer_set if path.suffix == ".wav") * 2
     cache = settings.WHISPER_MODEL_CACHE
     replicas = f"{cpus} replicas x 1 thread"
     threads = f"1 x {cpus} threads"
@@ -230,26 +271,26 @@ def bench_models(audio: BenchAudio, cpus: int) -> list[ModelRow]:
     rows = []
     for model, label, parallelism, language, call in configs:
         seconds, wers = 0.0, []
-        for path in files:
+        for path, reference in files:
             elapsed, text = _timed(call, path, "en" if language == "given" else None)
             seconds += elapsed
-            wers.append(word_error_rate(audio.bench_reference, text))
+            wers.append(word_error_rate(reference, text))
         rows.append(
             ModelRow(
                 model,
                 label,
                 parallelism,
                 language,
-                round(seconds_of_audio * len(files), 1),
+                round(seconds_of_audio, 1),
                 round(seconds, 2),
-                round(seconds / (seconds_of_audio * len(files)), 4),
+                round(seconds / seconds_of_audio, 4),
                 round(sum(wers) / len(wers), 4),
                 [round(wer, 4) for wer in wers],
             )
         )
         print(
             f"  {model:8s} {label:28s} {parallelism:22s} rtf {rows[-1].rtf:.4f}  wer {rows[-1].wer:.3f} "
-            f"(wav {wers[0]:.3f}, mp3 {wers[1]:.3f})",
+            f"(per file {', '.join(f'{wer:.3f}' for wer in wers)})",
             flush=True,
         )
     return rows
@@ -345,6 +386,10 @@ def _peak_rss_mb(pid: int) -> float:
     return round(peaks[0] / 1024, 1) if peaks else 0.0
 
 
+PRINT_POLL = (
+    "from django.conf import settings; o = settings.CELERY_BROKER_TRANSPORT_OPTIONS; "
+    "print(o['polling_interval'], o['busy_polling_interval'], o['busy_seconds'])"
+)
 # `make run`'s processes: the worker takes one task at a time (prefetch 1, late acknowledgement).
 GUNICORN = [sys.executable, "-m", "gunicorn", "diary_project.wsgi:application", "--workers", "1", "--threads", "4"]
 CELERY_WORKER = [sys.executable, "-m", "celery", "-A", "diary_project", "worker", "--concurrency", "1"]
@@ -376,6 +421,20 @@ class Service:
         self.manage = [sys.executable, str(ROOT / "manage.py")]
         subprocess.run([*self.manage, "migrate", "-v0"], env=self.env, check=True, cwd=ROOT)
         self.keys = [self._key(f"bench{i}") for i in range(3)]
+        # The filesystem broker's polling these workers get by default (no CELERY_*POLLING* variables).
+        idle, busy, busy_seconds = (
+            float(value)
+            for value in subprocess.run(
+                [*self.manage, "shell", "-c", PRINT_POLL],
+                env=self.env,
+                check=True,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+            ).stdout.split()[-3:]
+        )
+        self.default_broker = f"{idle:g} s idle, {busy:g} s busy" if busy_seconds > 0 else f"{idle:g} s fixed"
+        self.fixed_broker = f"{idle:g} s fixed"
         self.port = _free_port()
         self.web_log = (workdir / "web.log").open("wb")
         self.web = subprocess.Popen(
@@ -487,24 +546,24 @@ class Service:
         return _request(f"{self.base}/api/entries/{job['entry_id']}", self.keys[user])
 
     def close(self) -> None:
-        if self.workers:
-            self.stop_workers()
-        os.killpg(self.web.pid, signal.SIGTERM)
-        self.web.wait(timeout=60)
+        try:
+            if self.workers:
+                self.stop_workers()
+        finally:
+            os.killpg(self.web.pid, signal.SIGTERM)
+            self.web.wait(timeout=60)
 
 
 # --- 3. End to end ----------------------------------------------------------------------
 
 
 STAGES = ("upload", "transcribe", "poll", "format", "save")
-DEFAULT_BROKER_POLL = 0.5  # CELERY_POLLING_INTERVAL's default
-FAST_BROKER_POLL = 0.1
 
 
 @dataclass
 class EndToEndRow:
     audio: str
-    broker_poll_seconds: float
+    broker_polling: str
     audio_seconds: float
     latency_seconds: float
     rtf: float
@@ -520,7 +579,7 @@ class EndToEndRow:
 
 
 def bench_end_to_end(
-    service: Service, audio: BenchAudio, cpus: int, *, broker_poll: float, calls: dict[str, tuple[float, float, float]]
+    service: Service, audio: BenchAudio, cpus: int, *, broker: str, calls: dict[str, tuple[float, float, float]]
 ) -> list[EndToEndRow]:
     """Each recording uploaded alone; `calls` keeps the library and engine call times per file across passes."""
     from django.conf import settings
@@ -541,6 +600,7 @@ def bench_end_to_end(
             engine_seconds, transcript = _timed(engine.transcribe_path, str(path))
             calls[label] = (library_seconds, engine_seconds, word_error_rate(reference, transcript.text))
         library_seconds, engine_seconds, engine_wer = calls[label]
+        wait_for_quiet_cpu()
         started = time.perf_counter()
         name = service.upload(path)
         job = service.wait([name])[name]
@@ -552,7 +612,7 @@ def bench_end_to_end(
         rows.append(
             EndToEndRow(
                 label,
-                broker_poll,
+                broker,
                 round(seconds, 1),
                 round(latency, 2),
                 round(latency / seconds, 4),
@@ -568,7 +628,7 @@ def bench_end_to_end(
             )
         )
         print(
-            f"  {label:26s} poll {broker_poll:.1f}s  latency {latency:6.2f}s rtf {rows[-1].rtf:.4f}"
+            f"  {label:26s} {broker:20s} latency {latency:6.2f}s rtf {rows[-1].rtf:.4f}"
             f"  library call {library_seconds:5.2f}s  engine call {engine_seconds:5.2f}s"
             f"  overhead {rows[-1].overhead_seconds:5.2f}s",
             flush=True,
@@ -582,7 +642,7 @@ def bench_end_to_end(
 @dataclass
 class ThroughputRow:
     mode: str
-    broker_poll_seconds: float | None
+    broker_polling: str
     clips: int
     audio_seconds: float
     seconds: float
@@ -592,7 +652,7 @@ class ThroughputRow:
 
 
 def _throughput_row(
-    mode: str, poll: float | None, clips: list, audio_seconds: float, seconds: float, texts: list, base: float | None
+    mode: str, poll: str | None, clips: list, audio_seconds: float, seconds: float, texts: list, base: float | None
 ) -> ThroughputRow:
     wer = sum(word_error_rate(ref, text) for (_, ref), text in zip(clips, texts, strict=True)) / len(clips)
     per_minute = len(clips) / seconds * 60
@@ -606,8 +666,8 @@ def _throughput_row(
         round(per_minute / base, 2) if base else 1.0,
         round(wer, 4),
     )
-    where = f"poll {poll:.1f}s" if poll is not None else "library"
-    print(f"  {mode:44s} {where:12s} {seconds:6.2f}s  {per_minute:5.1f} clips/min  x{row.speedup:.2f}", flush=True)
+    where = poll or "library"
+    print(f"  {mode:44s} {where:20s} {seconds:6.2f}s  {per_minute:5.1f} clips/min  x{row.speedup:.2f}", flush=True)
     return row
 
 
@@ -639,10 +699,11 @@ def bench_clips_library(audio: BenchAudio, cpus: int) -> list[ThroughputRow]:
     return rows
 
 
-def bench_clips_service(service: Service, audio: BenchAudio, broker_poll: float) -> list[ThroughputRow]:
+def bench_clips_service(service: Service, audio: BenchAudio, broker: str) -> list[ThroughputRow]:
     """The service: each clip uploaded after the last one's entry exists, then all at once from 3 users."""
     clips = audio.clips
     names, users = [], {}
+    wait_for_quiet_cpu()
     started = time.perf_counter()
     for index, (path, _) in enumerate(clips):
         name = service.upload(path, user=index % 3)
@@ -653,9 +714,10 @@ def bench_clips_service(service: Service, audio: BenchAudio, broker_poll: float)
     jobs = service.wait(names, users)
     seconds_of_audio = sum(jobs[name]["recording"]["duration_seconds"] for name in names)
     texts = [service.entry(jobs[name], users[name])["raw_transcript"] for name in names]
-    rows = [_throughput_row("service, one by one", broker_poll, clips, seconds_of_audio, one_by_one, texts, None)]
+    rows = [_throughput_row("service, one by one", broker, clips, seconds_of_audio, one_by_one, texts, None)]
 
     names, users = [], {}
+    wait_for_quiet_cpu()
     started = time.perf_counter()
     for index, (path, _) in enumerate(clips):
         name = service.upload(path, user=index % 3)
@@ -666,7 +728,7 @@ def bench_clips_service(service: Service, audio: BenchAudio, broker_poll: float)
     texts = [service.entry(jobs[name], users[name])["raw_transcript"] for name in names]
     base = rows[0].clips_per_minute
     rows.append(
-        _throughput_row("service, all at once (3 users)", broker_poll, clips, seconds_of_audio, together, texts, base)
+        _throughput_row("service, all at once (3 users)", broker, clips, seconds_of_audio, together, texts, base)
     )
     return rows
 
@@ -693,6 +755,7 @@ def bench_scaling(service: Service, audio: BenchAudio, cpus: int) -> list[Scalin
     rows: list[ScalingRow] = []
     for processes, replicas, threads in configs:
         service.start_workers(processes, WHISPER_NUM_WORKERS=str(replicas), WHISPER_CPU_THREADS=str(threads))
+        wait_for_quiet_cpu()
         started = time.perf_counter()
         name = service.upload(audio.long_mp3)
         job = service.wait([name], interval=0.2)[name]
@@ -739,7 +802,7 @@ def run(output_dir: Path, *, long_minutes: float = 15, clip_count: int = 30) -> 
             f"{wav_seconds(audio.long_wav) / 60:.1f} min, {len(audio.clips)} short clips; {cpus} CPUs",
             flush=True,
         )
-        print("1. Models (library calls on the bench set):", flush=True)
+        print("1. Models (library calls on the WER set: two readings, WAV and MP3 each):", flush=True)
         models = bench_models(audio, cpus)
         print("2. Peak memory of one process (model loaded, bench set transcribed):", flush=True)
         memory = bench_memory(audio, cpus)
@@ -748,15 +811,14 @@ def run(output_dir: Path, *, long_minutes: float = 15, clip_count: int = 30) -> 
             service.start_workers(1)  # the embedded default: `make run`'s one worker, default settings
             print("3. Upload to entry on the embedded default (gunicorn + 1 Celery worker):", flush=True)
             calls: dict[str, tuple[float, float, float]] = {}
-            e2e = bench_end_to_end(service, audio, cpus, broker_poll=DEFAULT_BROKER_POLL, calls=calls)
+            e2e = bench_end_to_end(service, audio, cpus, broker=service.default_broker, calls=calls)
             print(f"4. {len(audio.clips)} short clips from 3 users:", flush=True)
             clips = bench_clips_library(audio, cpus)
-            clips += bench_clips_service(service, audio, DEFAULT_BROKER_POLL)
+            clips += bench_clips_service(service, audio, service.default_broker)
             default_worker_peak = service.stop_workers()
-            # The filesystem broker's polling interval is most of the fixed overhead: the same with 0.1 s.
-            service.start_workers(1, CELERY_POLLING_INTERVAL=str(FAST_BROKER_POLL))
-            e2e += bench_end_to_end(service, audio, cpus, broker_poll=FAST_BROKER_POLL, calls=calls)
-            clips += bench_clips_service(service, audio, FAST_BROKER_POLL)
+            # The broker's polling between steps was most of the fixed overhead: the same at a fixed interval.
+            service.start_workers(1, CELERY_BUSY_POLLING_SECONDS="0")
+            e2e += bench_end_to_end(service, audio, cpus, broker=service.fixed_broker, calls=calls)
             service.stop_workers()
             print(
                 f"5. Worker scaling on a {wav_seconds(audio.long_wav) / 60:.0f}-minute recording (chunked):", flush=True
@@ -786,6 +848,7 @@ def run(output_dir: Path, *, long_minutes: float = 15, clip_count: int = 30) -> 
         "short_clips": [asdict(row) for row in clips],
         "worker_scaling": [asdict(row) for row in scaling],
         "bench_seconds": round(time.perf_counter() - started, 1),
+        "seconds_waited_for_idle_cpus": QUIET_WAITS,
     }
     (output_dir / "bench.json").write_text(json.dumps(results, indent=2))
     plot(results, output_dir)
@@ -827,7 +890,7 @@ def plot(results: dict, output_dir: Path) -> None:
     axis.set_yticks(range(len(models)), labels, fontsize=6.5)
     axis.invert_yaxis()
     axis.set_xlabel("real-time factor (processing time / audio length), lower is faster")
-    axis.set_title("Bench set, library calls")
+    axis.set_title("WER set (two readings, WAV and MP3), library calls")
     axis.set_xlim(right=max(row["rtf"] for row in models) * 1.3)
     figure.tight_layout()
     figure.savefig(output_dir / "rtf_per_model.png", dpi=120)
@@ -837,26 +900,27 @@ def plot(results: dict, output_dir: Path) -> None:
 def format_table(results: dict) -> str:
     lines = [
         "",
-        f"Machine: {results['machine']['cpus']} CPUs; bench run {results['bench_seconds']:.0f} s",
+        f"Machine: {results['machine']['cpus']} CPUs; bench run {results['bench_seconds']:.0f} s "
+        f"(of which {sum(results['seconds_waited_for_idle_cpus']):.0f} s waiting for other work on the CPUs to stop)",
         "",
         "Model    decoding                     parallelism             language   audio s  time s     RTF    WER"
-        "  (wav, mp3)",
+        "  per file (bench wav, mp3; second reading wav, mp3)",
     ]
     for row in results["models"]:
-        wav, mp3 = row["wer_wav_mp3"]
+        per_file = ", ".join(f"{wer:.3f}" for wer in row["wer_per_file"])
         lines.append(
             f"{row['model']:8s} {row['decoding']:28s} {row['parallelism']:23s} {row['language']:9s} "
             f"{row['audio_seconds']:7.1f} {row['seconds']:7.2f} {row['rtf']:7.4f} {row['wer']:6.3f}"
-            f"  ({wav:.3f}, {mp3:.3f})"
+            f"  ({per_file})"
         )
     lines += [
         "",
-        "End to end (upload -> entry)  poll s  audio s  latency s     RTF  library s  engine s  overhead s  "
-        "latency/library  transcribe step s  steps s  waiting s    WER  engine WER",
+        "End to end (upload -> entry)  broker polling        audio s  latency s     RTF  library s  engine s  "
+        "overhead s  latency/library  transcribe step s  steps s  waiting s    WER  engine WER",
     ]
     for row in results["end_to_end"]:
         lines.append(
-            f"{row['audio']:28s} {row['broker_poll_seconds']:6.1f} {row['audio_seconds']:7.1f} "
+            f"{row['audio']:28s} {row['broker_polling']:20s} {row['audio_seconds']:7.1f} "
             f"{row['latency_seconds']:10.2f} {row['rtf']:7.4f} "
             f"{row['library_call_seconds']:10.2f} {row['engine_call_seconds']:9.2f} {row['overhead_seconds']:11.2f} "
             f"{row['latency_over_library']:16.3f} {row['transcribe_step_seconds']:18.2f} {row['steps_seconds']:8.2f} "
@@ -864,12 +928,13 @@ def format_table(results: dict) -> str:
         )
     lines += [
         "",
-        "Short clips                                    poll s  clips  audio s  time s  clips/min  speedup    WER",
+        "Short clips                                    broker polling        clips  audio s  time s  clips/min  "
+        "speedup    WER",
     ]
     for row in results["short_clips"]:
-        poll = "-" if row["broker_poll_seconds"] is None else f"{row['broker_poll_seconds']:.1f}"
+        poll = row["broker_polling"] or "-"
         lines.append(
-            f"{row['mode']:46s} {poll:>6s} {row['clips']:5d} {row['audio_seconds']:8.1f} {row['seconds']:7.2f} "
+            f"{row['mode']:46s} {poll:20s} {row['clips']:5d} {row['audio_seconds']:8.1f} {row['seconds']:7.2f} "
             f"{row['clips_per_minute']:10.1f} {row['speedup']:8.2f} {row['wer']:6.3f}"
         )
     lines += [

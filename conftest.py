@@ -28,21 +28,6 @@ def make_speech(text: str, path: Path, *, voice: str = "en-us", speed: int = 150
     return path
 
 
-def word_error_rate(reference: str, hypothesis: str) -> float:
-    """Word-level Levenshtein distance over the reference length (punctuation and case ignored)."""
-    import re
-
-    ref = re.findall(r"[a-z0-9']+", reference.lower())
-    hyp = re.findall(r"[a-z0-9']+", hypothesis.lower())
-    previous = list(range(len(hyp) + 1))
-    for i, ref_word in enumerate(ref, 1):
-        current = [i] + [0] * len(hyp)
-        for j, hyp_word in enumerate(hyp, 1):
-            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref_word != hyp_word))
-        previous = current
-    return previous[-1] / max(1, len(ref))
-
-
 SPOKEN_TEXT = (
     "Today I went for a long walk in the park with my sister. "
     "The weather was lovely and I felt calm and happy afterwards."
@@ -241,9 +226,25 @@ class WebProcess:
         self.log = log_path.open("ab")
         self.log_path = log_path
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "diary_project.wsgi:application", "--bind", f"127.0.0.1:{self.port}",
-             "--workers", "1", "--threads", str(threads), "--timeout", "120"],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "diary_project.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                "1",
+                "--threads",
+                str(threads),
+                "--timeout",
+                "120",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         wait_for(self._answers, timeout=60, message=f"gunicorn to answer (log: {log_path})")
 

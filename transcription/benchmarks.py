@@ -32,6 +32,8 @@ import wave
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from transcription.evaluation import word_error_rate
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # A diary in six paragraphs (~470 words, about three minutes spoken by espeak-ng).
@@ -57,20 +59,6 @@ BENCH_PARAGRAPHS = [
 ]
 SHORT_CLIP_TEXT = BENCH_PARAGRAPHS[1]
 MODEL_SETTINGS = {"base": {}, "tiny.en": {}}
-
-
-def word_error_rate(reference: str, hypothesis: str) -> float:
-    import re
-
-    ref = re.findall(r"[a-z0-9']+", reference.lower())
-    hyp = re.findall(r"[a-z0-9']+", hypothesis.lower())
-    previous = list(range(len(hyp) + 1))
-    for i, ref_word in enumerate(ref, 1):
-        current = [i] + [0] * len(hyp)
-        for j, hyp_word in enumerate(hyp, 1):
-            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref_word != hyp_word))
-        previous = current
-    return previous[-1] / max(1, len(ref))
 
 
 def speak(text: str, path: Path, speed: int = 160) -> Path:

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 from django.urls import reverse
 
-from conftest import ROOT, SPOKEN_TEXT, word_error_rate
+from conftest import ROOT, SPOKEN_TEXT
 from diaries.models import AccessEvent, DiaryEntry, ReviewStatus
+from transcription.evaluation import word_error_rate
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

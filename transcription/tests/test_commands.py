@@ -11,9 +11,10 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from conftest import ROOT, SPOKEN_TEXT, word_error_rate
+from conftest import ROOT, SPOKEN_TEXT
 from diaries.models import ApiKey, DiaryEntry
 from diaries.services import api_key_authenticate
+from transcription.evaluation import word_error_rate
 from transcription.models import TranscriptionJob
 
 pytestmark = pytest.mark.django_db

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from conftest import make_speech, wait_for, word_error_rate
+from conftest import make_speech, wait_for
 from diaries.models import DiaryEntry
 from transcription.benchmarks import BENCH_PARAGRAPHS
 from transcription.engines.whisper import SAMPLE_RATE, decode_audio_file
+from transcription.evaluation import word_error_rate
 from transcription.models import ChunkStatus, JobStatus, TranscriptionChunk, TranscriptionJob
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]

@@ -12,8 +12,9 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
-from conftest import SPOKEN_TEXT, make_speech, wait_for, word_error_rate
+from conftest import SPOKEN_TEXT, make_speech, wait_for
 from diaries.models import DiaryEntry
+from transcription.evaluation import word_error_rate
 from transcription.models import JobStage, JobStatus, TranscriptionJob
 from transcription.services import jobs_requeue_stuck
 

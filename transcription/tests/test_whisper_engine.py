@@ -6,9 +6,10 @@ import shutil
 
 import pytest
 
-from conftest import SPOKEN_TEXT, transcode, word_error_rate
+from conftest import SPOKEN_TEXT, transcode
 from transcription.engines.base import AudioRef, EngineError, TranscribeOptions, Transcript
 from transcription.engines.whisper import WhisperEngine
+from transcription.evaluation import word_error_rate
 from transcription.model_store import BUNDLED_MODELS, ModelError, resolve_model_dir, verify_model_dir
 
 

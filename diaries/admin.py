@@ -26,7 +26,7 @@ from diaries import selectors, services
 from diaries.models import AccessEvent, ApiKey, DiaryEntry, ReviewStatus, TherapistAssignment
 from diaries.rendering import MOOD_COLOURS, mood_chart_svg, weekly_counts_svg
 from diaries.selectors import Scope
-from diaries.views import audio_response, client_ip_address, export_response
+from diaries.views import client_ip_address, entry_audio_response, export_response
 from transcription.models import JobStatus, Recording, TranscriptionJob
 from transcription.services import job_retry
 
@@ -330,15 +330,7 @@ class DiaryEntryAdmin(admin.ModelAdmin):
         """The entry's recording for the player, with byte ranges so that it can seek; a play is logged once."""
         self._require_view(request)
         entry = self._entry_or_404(request, object_id)
-        response = audio_response(request, entry.recording)
-        if response.from_start:  # later range requests of the same playback are not new plays
-            services.access_record(
-                user=request.user,
-                action=AccessEvent.Action.PLAY,
-                entries=[entry],
-                ip_address=client_ip_address(request),
-            )
-        return response
+        return entry_audio_response(request, entry)
 
     # --- The entry page --------------------------------------------------------------------------
 

@@ -6,9 +6,8 @@ import logging
 from datetime import date
 
 from django.conf import settings
-from django.core.files.storage import default_storage
 from django.db import DatabaseError
-from django.http import FileResponse, Http404, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -20,7 +19,6 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from diaries import selectors, services
-from diaries.models import AccessEvent
 from diaries.rendering import entry_to_markdown
 from diaries.selectors import Scope
 from diaries.serializers import (
@@ -33,7 +31,7 @@ from diaries.serializers import (
     UploadSerializer,
 )
 from diaries.throttling import UploadThrottle
-from diaries.views import client_ip_address
+from diaries.views import entry_audio_response
 from diary_project.errors import ApplicationError, PayloadTooLarge
 from transcription.services import recording_create
 from transcription.uploads import UploadTooLarge
@@ -182,24 +180,24 @@ def entry_markdown(request, pk: int):
     return response
 
 
-@extend_schema(responses={(200, "audio/*"): OpenApiTypes.BINARY, **ERRORS}, summary="An entry's audio (streamed)")
+@extend_schema(
+    parameters=[
+        OpenApiParameter(
+            "Range",
+            str,
+            OpenApiParameter.HEADER,
+            description="One byte range, e.g. `bytes=65536-`: players seek with it",
+        )
+    ],
+    responses={
+        (200, "audio/*"): OpenApiTypes.BINARY,
+        (206, "audio/*"): OpenApiResponse(OpenApiTypes.BINARY, description="The requested byte range"),
+        416: OpenApiResponse(ErrorSerializer, description="The range is outside the audio"),
+        **ERRORS,
+    },
+    summary="An entry's audio (streamed, with byte ranges)",
+)
 @api_view(["GET"])
 def entry_audio(request, pk: int):
     entry = get_object_or_404(selectors.entries_visible_to(user=request.user, scope=Scope.OWN), pk=pk)
-    recording = entry.recording
-    if recording is None or not recording.audio.name or recording.audio_deleted_at:
-        raise Http404
-    try:
-        handle = default_storage.open(recording.audio.name, "rb")
-    except FileNotFoundError as exc:
-        raise Http404 from exc
-    response = FileResponse(handle, content_type=recording.content_type or "application/octet-stream")
-    response["Cache-Control"] = "private, no-store"
-    services.access_record(
-        user=request.user,
-        action=AccessEvent.Action.PLAY,
-        entries=[entry],
-        detail="api",
-        ip_address=client_ip_address(request),
-    )
-    return response
+    return entry_audio_response(request, entry, detail="api")

@@ -17,7 +17,8 @@ from django.http import FileResponse, Http404, HttpResponse, JsonResponse, Strea
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
-from diaries import selectors
+from diaries import selectors, services
+from diaries.models import AccessEvent
 from diaries.rendering import entries_to_markdown, entries_to_pdf
 
 logger = logging.getLogger(__name__)
@@ -117,7 +118,10 @@ def audio_response(request, recording) -> HttpResponse:
     byte_range = _parse_range(request.headers.get("Range", ""), size)
     if byte_range is False:
         handle.close()
-        response = HttpResponse(status=416)
+        response = JsonResponse(
+            {"error": "range_not_satisfiable", "message": f"The range is outside the audio's {size} bytes."},
+            status=416,
+        )
         response["Content-Range"] = f"bytes */{size}"
         response.from_start = False
     elif byte_range is None:
@@ -136,6 +140,21 @@ def audio_response(request, recording) -> HttpResponse:
         response.from_start = start == 0
     response["Accept-Ranges"] = "bytes"
     response["Cache-Control"] = "private, no-store"
+    return response
+
+
+def entry_audio_response(request, entry, *, detail: str = "") -> HttpResponse:
+    """An entry's audio for a player (the admin's, an API client's): ranged, and logged once per playback,
+    at the request that starts from byte 0 (a player's later range requests are the same play)."""
+    response = audio_response(request, entry.recording)
+    if response.from_start:
+        services.access_record(
+            user=request.user,
+            action=AccessEvent.Action.PLAY,
+            entries=[entry],
+            detail=detail,
+            ip_address=client_ip_address(request),
+        )
     return response
 
 

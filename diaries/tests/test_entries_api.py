@@ -7,7 +7,7 @@ from datetime import datetime
 import pytest
 from django.core.files.storage import default_storage
 
-from diaries.models import DiaryEntry
+from diaries.models import AccessEvent, DiaryEntry
 
 pytestmark = pytest.mark.django_db
 
@@ -81,6 +81,38 @@ def test_audio_is_streamed_to_its_owner(api_client, finished_entry):
     response = api_client.get(f"/api/entries/{finished_entry.pk}/audio")
     assert response.status_code == 200 and response["Cache-Control"] == "private, no-store"
     assert b"".join(response.streaming_content)[:4] == b"RIFF"
+
+
+def test_audio_answers_byte_ranges_and_logs_one_play_per_playback(api_client, finished_entry):
+    url = f"/api/entries/{finished_entry.pk}/audio"
+    with default_storage.open(finished_entry.recording.audio.name, "rb") as stored:
+        audio = stored.read()
+    size = len(audio)
+    assert size == finished_entry.recording.size_bytes
+
+    whole = api_client.get(url)
+    assert whole.status_code == 200 and whole["Accept-Ranges"] == "bytes"
+    assert b"".join(whole.streaming_content) == audio
+
+    # A player seeking: the bytes asked for, with where they sit in the file.
+    middle = api_client.get(url, HTTP_RANGE="bytes=100-1123")
+    assert middle.status_code == 206
+    assert middle["Content-Range"] == f"bytes 100-1123/{size}" and middle["Content-Length"] == "1024"
+    assert b"".join(middle.streaming_content) == audio[100:1124]
+    tail = api_client.get(url, HTTP_RANGE="bytes=-10")
+    assert tail.status_code == 206 and b"".join(tail.streaming_content) == audio[-10:]
+    open_ended = api_client.get(url, HTTP_RANGE=f"bytes={size - 5}-")
+    assert b"".join(open_ended.streaming_content) == audio[-5:]
+
+    outside = api_client.get(url, HTTP_RANGE=f"bytes={size}-")
+    assert outside.status_code == 416 and outside["Content-Range"] == f"bytes */{size}"
+    assert outside.json()["error"] == "range_not_satisfiable"
+
+    # Only requests from byte 0 start a playback: the whole file once, nothing for the seeks.
+    plays = AccessEvent.objects.filter(action=AccessEvent.Action.PLAY, entry=finished_entry)
+    assert plays.count() == 1 and plays.get().detail == "api"
+    api_client.get(url, HTTP_RANGE="bytes=0-")
+    assert plays.count() == 2
 
 
 def test_delete_removes_entry_recording_and_audio(api_client, finished_entry, django_capture_on_commit_callbacks):

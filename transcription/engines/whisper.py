@@ -31,6 +31,8 @@ from transcription.model_store import ModelError, resolve_model_dir
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
+WINDOW_SECONDS = 30.0  # Whisper's input window
+SPEECH_PAD_SECONDS = 0.4  # kept around speech, as faster-whisper's VAD pads it
 # A cut in the middle of a silence this long is at least half of it away from any speech.
 SAFE_SILENCE = 0.6
 
@@ -233,6 +235,59 @@ def plan_chunks(
     return chunks
 
 
+def pad_speech(
+    speech: Sequence[tuple[float, float]], duration: float, pad: float = SPEECH_PAD_SECONDS
+) -> list[tuple[float, float, float]]:
+    """Pad speech intervals as faster-whisper's VAD does (a silence shorter than two pads is split between
+    its neighbours), keeping each interval's true silence before it: (start, end, silence before)."""
+    padded: list[tuple[float, float, float]] = []
+    for index, (start, end) in enumerate(speech):
+        before = start - speech[index - 1][1] if index else start
+        after = speech[index + 1][0] - end if index + 1 < len(speech) else duration - end
+        padded.append(
+            (
+                max(0.0, start - min(pad, before / 2 if index else pad)),
+                min(duration, end + min(pad, after / 2 if index + 1 < len(speech) else pad)),
+                before,
+            )
+        )
+    return padded
+
+
+def plan_windows(
+    pieces: Sequence[tuple[float, float, float]], *, max_window: float = WINDOW_SECONDS, look_back: float = 8.0
+) -> list[tuple[int, int]]:
+    """Group consecutive speech pieces (start, end, silence before) into the model's windows.
+
+    Returns (first, past-last) piece indexes per window, each holding at most `max_window` seconds of
+    speech. faster-whisper fills each window to the brim and cuts wherever that lands, often between two
+    halves of a sentence split only by a short breath: the model then drops or garbles words on both
+    sides of the cut (make bench: 14 words lost at one such cut). Here a full window ends instead at
+    the longest silence among its last `look_back` seconds of speech, a sentence's end more often
+    than not; windows stay nearly as full, so there are hardly more of them.
+    """
+    windows: list[tuple[int, int]] = []
+    first = 0
+    while first < len(pieces):
+        last, filled = first, 0.0
+        while last < len(pieces) and filled + (pieces[last][1] - pieces[last][0]) <= max_window:
+            filled += pieces[last][1] - pieces[last][0]
+            last += 1
+        last = max(last, first + 1)  # a piece over the window (VAD keeps them under it) goes alone
+        if last < len(pieces):
+            candidates, kept = [], filled
+            for cut in range(last, first, -1):
+                candidates.append(cut)
+                kept -= pieces[cut - 1][1] - pieces[cut - 1][0]
+                if filled - kept >= look_back:
+                    break
+            # The longest silence before the piece the next window starts with; the fullest window on ties.
+            last = max(candidates, key=lambda cut: (round(pieces[cut][2], 2), cut))
+        windows.append((first, last))
+        first = last
+    return windows
+
+
 def merge_transcripts(parts: Sequence[Transcript], *, duration: float, engine: str = "", model: str = "") -> Transcript:
     """One transcript from chunk transcripts (times already absolute), in time order, nothing dropped."""
     segments = sorted(
@@ -408,7 +463,29 @@ class WhisperEngine:
             return self._pool
 
     def warm_up(self) -> None:
-        self._model()
+        """Load the model, then run every replica once: a replica's first call allocates its buffers
+        (make bench: the first job after a worker started took ~0.4 s longer), and a new worker's first
+        job should not pay for that. Also loads the VAD model. About 0.6 s at worker start."""
+        import ctranslate2
+        from faster_whisper.audio import pad_or_trim
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.vad import get_vad_model
+
+        model = self._model()
+        get_vad_model()
+        features = pad_or_trim(model.feature_extractor(np.zeros(SAMPLE_RATE, dtype=np.float32))[..., :-1])
+        window = ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None]))
+        tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language="en")
+        prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+
+        def one_call(_: int) -> None:
+            model.model.generate(window, [prompt], beam_size=1, max_length=len(prompt) + 4)
+
+        pool = self._replica_pool()
+        if pool is None:
+            one_call(0)
+        else:  # concurrent calls go to different replicas
+            list(pool.map(one_call, range(self.num_workers)))
 
     # The number of threads this engine keeps busy, for work it parallelises itself (VAD).
     @property
@@ -450,27 +527,12 @@ class WhisperEngine:
         if self.model_name.endswith(".en"):
             language = "en"
         found: list[tuple[str, float]] = []
-        detect = False
+        detect = self.batch_size > 0 and language is None and model.model.is_multilingual
         duration = len(samples) / SAMPLE_RATE
         try:
             if self.batch_size > 0:
-                detect = language is None and model.model.is_multilingual
-                pipeline = _pipeline_class()(
-                    _DetectingWhisperModel(model, found) if detect else model,
-                    self._replica_pool(),
-                    self.num_workers,
-                )
-                # Unknown language: each window's language comes from the encoder output its decoding uses
-                # (`multilingual`), instead of an extra encoder pass over the first 30 s; "en" is a placeholder.
-                segments, info = pipeline.transcribe(
-                    samples,
-                    language="en" if detect else language,
-                    multilingual=detect,
-                    beam_size=self.beam_size,
-                    batch_size=self.batch_size,
-                    vad_filter=self.vad_filter,
-                    vad_parameters={"min_silence_duration_ms": self.vad_min_silence_ms},
-                )
+                segments = self._transcribe_windows(model, samples, language, found, detect=detect)
+                info = None
             else:
                 segments, info = model.transcribe(
                     samples,
@@ -496,7 +558,9 @@ class WhisperEngine:
             if isinstance(exc, (ValueError, IndexError)):
                 raise EngineError(f"The audio could not be transcribed: {exc}", permanent=True) from exc
             raise EngineError(f"Whisper failed: {exc}", permanent=False) from exc
-        detected, probability = info.language, info.language_probability
+        detected, probability = (
+            (info.language, info.language_probability) if info else (language or "", 1.0 if language else None)
+        )
         if detect and not found:
             detected, probability = "", None  # no speech, so no window to detect a language in
         elif found:
@@ -512,6 +576,56 @@ class WhisperEngine:
             engine=self.name,
             model=self.model_name,
         )
+
+    def speech_pieces(self, samples: np.ndarray) -> list[tuple[float, float, float]]:
+        """Speech as (start, end, silence before) seconds, padded, none over the model's window.
+
+        Silero VAD as faster-whisper's batched pipeline runs it, but unpadded first so that the true
+        silences are known for `plan_windows`. Without VAD: the whole audio in 1 s pieces.
+        """
+        duration = len(samples) / SAMPLE_RATE
+        if not self.vad_filter:
+            return [(start, min(start + 1.0, duration), 0.0) for start in np.arange(0.0, duration, 1.0)]
+        from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+        options = VadOptions(
+            min_silence_duration_ms=self.vad_min_silence_ms,
+            max_speech_duration_s=WINDOW_SECONDS - 2 * SPEECH_PAD_SECONDS,
+            speech_pad_ms=0,
+        )
+        found = get_speech_timestamps(samples, options, sampling_rate=SAMPLE_RATE)
+        return pad_speech([(s["start"] / SAMPLE_RATE, s["end"] / SAMPLE_RATE) for s in found], duration)
+
+    def _transcribe_windows(
+        self, model: Any, samples: np.ndarray, language: str | None, found: list[tuple[str, float]], *, detect: bool
+    ) -> Any:
+        """faster-whisper's batched pipeline on the speech, concatenated as the pipeline does it, in the
+        windows `plan_windows` chose; segment times mapped back to the recording's own."""
+        from faster_whisper.transcribe import restore_speech_timestamps
+
+        pieces = self.speech_pieces(samples)
+        if not pieces:
+            return []
+        ranges = [(round(start * SAMPLE_RATE), round(end * SAMPLE_RATE)) for start, end, _ in pieces]
+        bounds = np.cumsum([0] + [end - start for start, end in ranges])
+        pipeline = _pipeline_class()(
+            _DetectingWhisperModel(model, found) if detect else model, self._replica_pool(), self.num_workers
+        )
+        # Unknown language: each window's language comes from the encoder output its decoding uses
+        # (`multilingual`), instead of an extra encoder pass over the first 30 s; "en" is a placeholder.
+        segments, _ = pipeline.transcribe(
+            np.concatenate([samples[start:end] for start, end in ranges]),
+            language="en" if detect else language,
+            multilingual=detect,
+            beam_size=self.beam_size,
+            batch_size=self.batch_size,
+            clip_timestamps=[
+                {"start": bounds[first] / SAMPLE_RATE, "end": bounds[last] / SAMPLE_RATE}
+                for first, last in plan_windows(pieces)
+            ],
+        )
+        speech = [{"start": start, "end": end} for start, end in ranges]
+        return restore_speech_timestamps(segments, speech, SAMPLE_RATE)
 
     def transcribe_many(self, items: Sequence[tuple[str, str | None]]) -> list[Transcript | EngineError]:
         """Transcribe several files at once, (path, language) each, so every replica has work.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from itertools import pairwise
 
 import pytest
 
@@ -123,3 +124,84 @@ def test_silence_only_recording_ends_in_a_clearly_failed_job(user, tmp_path):
     assert job.status == "failed"
     assert job.error_message == "No speech was found in the recording."
     assert not DiaryEntry.objects.exists()
+
+
+# --- Where the model's 30 s windows are cut ---------------------------------------------------
+
+
+def test_speech_is_padded_as_faster_whisper_pads_it_keeping_the_true_silences():
+    from transcription.engines.whisper import pad_speech
+
+    padded = pad_speech([(1.0, 2.0), (2.3, 3.0), (5.0, 6.0)], duration=6.2)
+    # 0.4 s around speech; a silence under two pads is split between its neighbours; never past the ends.
+    expected = [(0.6, 2.15, 1.0), (2.15, 3.4, 0.3), (4.6, 6.2, 2.0)]
+    assert [value for piece in padded for value in piece] == pytest.approx([v for piece in expected for v in piece])
+
+
+def test_a_full_window_ends_at_the_longest_silence_near_its_end():
+    from transcription.engines.whisper import plan_windows
+
+    def pieces(silences):  # 5 s pieces, each after the given silence
+        out, time = [], 0.0
+        for silence in silences:
+            time += silence
+            out.append((time, time + 5.0, silence))
+            time += 5.0
+        return out
+
+    # Six pieces fill 30 s; within the last 8 s of them, the sentence pause (1.5 s) before the sixth piece
+    # wins over a breath before the seventh: the first window holds 25 s, the second starts the sentence.
+    assert plan_windows(pieces([0, 0.2, 0.2, 0.2, 0.2, 1.5, 0.1])) == [(0, 5), (5, 7)]
+    # A longer pause further back is out of reach (10 s before the end): the best one near the end wins.
+    assert plan_windows(pieces([0, 0.2, 0.2, 0.2, 3.0, 0.3, 0.2])) == [(0, 5), (5, 7)]
+    # Equal silences: the fullest window.
+    assert plan_windows(pieces([0, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2])) == [(0, 6), (6, 7)]
+    # Everything fits: one window, nothing to choose.
+    assert plan_windows(pieces([0, 2.0, 2.0])) == [(0, 3)]
+    assert plan_windows([]) == []
+
+
+def test_windows_cover_all_speech_in_order_and_never_overflow():
+    import random
+
+    from transcription.engines.whisper import plan_windows
+
+    rng = random.Random(7)
+    for _ in range(300):
+        pieces, time = [], 0.0
+        for _ in range(rng.randint(1, 80)):
+            silence = rng.choice([0.0, rng.uniform(0, 0.5), rng.uniform(0.5, 3)])
+            length = rng.uniform(0.3, 29.9)
+            pieces.append((time + silence, time + silence + length, silence))
+            time += silence + length
+        windows = plan_windows(pieces)
+        assert windows[0][0] == 0 and windows[-1][1] == len(pieces)
+        assert all(a[1] == b[0] and a[0] < a[1] for a, b in pairwise(windows))
+        speech = [sum(end - start for start, end, _ in pieces[first:last]) for first, last in windows]
+        assert max(speech) <= 30.0 + 1e-9
+        # Cutting at a silence costs at most the look-back and one piece of a window's fill.
+        longest = max(end - start for start, end, _ in pieces)
+        assert all(filled >= 30.0 - 8.0 - 2 * longest - 1e-9 for filled in speech[:-1])
+
+
+def test_a_recording_over_one_window_is_cut_between_sentences(base_engine, tmp_path):
+    from conftest import make_speech
+
+    sentences = [
+        "This morning I walked to the bakery and bought fresh bread for breakfast.",
+        "The sky was grey but the air was warm and the streets were quiet.",
+        "At work I finished the report that had worried me for two weeks.",
+        "My colleague said it was clear and useful, which made me very happy.",
+        "In the evening I phoned my brother and we talked about our summer plans.",
+        "He wants to go hiking in the mountains, and I would rather stay by the sea.",
+        "We agreed to decide next weekend, after looking at the train times.",
+        "Before bed I read a few pages of my book and wrote these lines.",
+    ]
+    path = make_speech(" ".join(sentences), tmp_path / "long.wav", speed=140, gap_ms=600)
+    samples = base_engine.decode(str(path))
+    assert len(samples) / 16000 > 35  # more than one window
+    transcript = base_engine.transcribe_audio(samples, language="en")
+    assert word_error_rate(" ".join(sentences), transcript.text) < 0.15, transcript.text
+    starts = [segment.start for segment in transcript.segments]
+    assert len(transcript.segments) >= 2 and starts == sorted(starts)
+    assert transcript.segments[-1].end <= len(samples) / 16000 + 0.01

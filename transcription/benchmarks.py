@@ -61,10 +61,10 @@ SHORT_CLIP_TEXT = BENCH_PARAGRAPHS[1]
 MODEL_SETTINGS = {"base": {}, "tiny.en": {}}
 
 
-def speak(text: str, path: Path, speed: int = 160) -> Path:
+def speak(text: str, path: Path, speed: int = 160, voice: str = "en-us") -> Path:
     if shutil.which("espeak-ng") is None:
         raise SystemExit("espeak-ng is needed for the benchmark audio: apt-get install espeak-ng")
-    subprocess.run(["espeak-ng", "-v", "en-us", "-s", str(speed), "-w", str(path), text], check=True)
+    subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(path), text], check=True)
     return path
 
 
@@ -99,7 +99,8 @@ class BenchAudio:
     bench_wav: Path
     bench_mp3: Path
     bench_reference: str
-    # The WER set: the bench set and a second reading (other order, faster voice), each as WAV and MP3.
+    # The WER set: the bench set and a second reading (other order, faster voice), each as WAV and MP3;
+    # other words read in British English (WAV) and by a female American voice (MP3).
     wer_set: list[tuple[Path, str]]
     minute_mp3: Path
     minute_reference: str
@@ -107,6 +108,23 @@ class BenchAudio:
     long_mp3: Path
     long_reference: str
     clips: list[tuple[Path, str]] = field(default_factory=list)
+
+
+# Other words, for the WER set only: the bench paragraphs recur, and so would the same slips.
+OTHER_PARAGRAPHS = [
+    "I slept badly again and woke at four, thinking about the exam on Thursday. When the alarm rang I stayed in "
+    "bed for twenty minutes before I could make myself get up.",
+    "On the bus a woman was singing quietly to her baby. It was such a gentle sound that I forgot to look at my "
+    "phone for the whole journey, and I arrived feeling lighter.",
+    "My brother phoned in the evening. We argued about who should look after our father's garden this summer, and "
+    "I said things I did not mean. I want to apologise tomorrow, before it grows into something bigger.",
+    "The doctor said my blood pressure is a little high. She asked me to walk every day, to drink less coffee and "
+    "to come back in six weeks. I wrote the date in my calendar in red.",
+    "For dinner I tried a new recipe with lentils, carrots and cumin. It was too salty, but I was proud that I "
+    "cooked something instead of ordering food for the third night in a row.",
+    "Before sleeping I listed what I can control this week: my sleep, my walks, and how I speak to my brother. "
+    "Everything else can wait until it actually happens.",
+]
 
 
 def make_audio(workdir: Path, long_minutes: float, clip_count: int) -> BenchAudio:
@@ -118,6 +136,14 @@ def make_audio(workdir: Path, long_minutes: float, clip_count: int) -> BenchAudi
     second_order = [3, 0, 5, 1, 4, 2, 2, 4, 1, 5]
     second_wav = join_wavs([fast[i] for i in second_order], workdir / "second.wav", pause_seconds=1.0)
     second_reference = " ".join(BENCH_PARAGRAPHS[i] for i in second_order)
+    # Other words in other voices: British English, and a female American voice a little faster.
+    other_reference = " ".join(OTHER_PARAGRAPHS)
+    other_gb = [speak(text, workdir / f"gb{i}.wav", voice="en-gb") for i, text in enumerate(OTHER_PARAGRAPHS)]
+    other_f = [
+        speak(text, workdir / f"f{i}.wav", speed=175, voice="en-us+f3") for i, text in enumerate(OTHER_PARAGRAPHS)
+    ]
+    other_gb_wav = join_wavs(other_gb, workdir / "other-gb.wav", pause_seconds=1.2)
+    other_f_wav = join_wavs(other_f, workdir / "other-f.wav", pause_seconds=1.2)
     bench_mp3 = to_mp3(bench_wav, workdir / "bench.mp3")
     bench_reference = " ".join(BENCH_PARAGRAPHS[i] for i in order)
     minute_wav = join_wavs(parts[:4], workdir / "minute.wav")
@@ -139,6 +165,8 @@ def make_audio(workdir: Path, long_minutes: float, clip_count: int) -> BenchAudi
             (bench_mp3, bench_reference),
             (second_wav, second_reference),
             (to_mp3(second_wav, workdir / "second.mp3"), second_reference),
+            (other_gb_wav, other_reference),
+            (to_mp3(other_f_wav, workdir / "other-f.mp3"), other_reference),
         ],
         minute_mp3=to_mp3(minute_wav, workdir / "minute.mp3"),
         minute_reference=" ".join(BENCH_PARAGRAPHS[:4]),
@@ -218,13 +246,13 @@ def _timed(function, *args, **kwargs):
 
 
 def bench_models(audio: BenchAudio, cpus: int) -> list[ModelRow]:
-    """Each configuration on the WER set: two readings, each as WAV and as MP3 (four chances to slip)."""
+    """Each configuration on the WER set: six files, three texts, four voices or speeds, WAV and MP3."""
     from django.conf import settings
 
-    from transcription.engines.whisper import WhisperEngine
+    from transcription.engines.whisper import WhisperEngine, decode_audio_file
 
     files = [(str(path), reference) for path, reference in audio.wer_set]
-    seconds_of_audio = sum(wav_seconds(path) for path, _ in audio.wer_set if path.suffix == ".wav") * 2
+    seconds_of_audio = sum(len(decode_audio_file(str(path))) / 16000 for path, _ in audio.wer_set)
     cache = settings.WHISPER_MODEL_CACHE
     replicas = f"{cpus} replicas x 1 thread"
     threads = f"1 x {cpus} threads"
@@ -790,7 +818,7 @@ def run(output_dir: Path, *, long_minutes: float = 15, clip_count: int = 30) -> 
             f"{wav_seconds(audio.long_wav) / 60:.1f} min, {len(audio.clips)} short clips; {cpus} CPUs",
             flush=True,
         )
-        print("1. Models (library calls on the WER set: two readings, WAV and MP3 each):", flush=True)
+        print("1. Models (library calls on the WER set: six files, three texts, WAV and MP3):", flush=True)
         models = bench_models(audio, cpus)
         print("2. Peak memory of one process (model loaded, bench set transcribed):", flush=True)
         memory = bench_memory(audio, cpus)
@@ -878,7 +906,7 @@ def plot(results: dict, output_dir: Path) -> None:
     axis.set_yticks(range(len(models)), labels, fontsize=6.5)
     axis.invert_yaxis()
     axis.set_xlabel("real-time factor (processing time / audio length), lower is faster")
-    axis.set_title("WER set (two readings, WAV and MP3), library calls")
+    axis.set_title("WER set (six files, three texts, WAV and MP3), library calls")
     axis.set_xlim(right=max(row["rtf"] for row in models) * 1.3)
     figure.tight_layout()
     figure.savefig(output_dir / "rtf_per_model.png", dpi=120)
@@ -892,7 +920,7 @@ def format_table(results: dict) -> str:
         f"(of which {sum(results['seconds_waited_for_idle_cpus']):.0f} s waiting for other work on the CPUs to stop)",
         "",
         "Model    decoding                     parallelism             language   audio s  time s     RTF    WER"
-        "  per file (bench wav, mp3; second reading wav, mp3)",
+        "  per file (bench wav, mp3; second reading wav, mp3; other words gb wav, f mp3)",
     ]
     for row in results["models"]:
         per_file = ", ".join(f"{wer:.3f}" for wer in row["wer_per_file"])

@@ -142,29 +142,45 @@ def test_sqs_broker_restart_with_jobs_queued_loses_nothing(tmp_path, clips, star
 
     from transcription.tests.moto_server import DUMMY_AWS_ENV, _wait_until_answering, stop_moto_server
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     queue = f"diary-{uuid.uuid4().hex[:8]}"
 
-    def start_moto() -> tuple[subprocess.Popen, str]:
+    def sqs_client(endpoint: str):
+        return boto3.client(
+            "sqs",
+            region_name="us-east-1",
+            endpoint_url=endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    def start_moto() -> tuple[subprocess.Popen, int]:
+        port = free_port()
         process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        assert _wait_until_answering(url, process, 30), "moto did not start"
-        sqs = boto3.client(
-            "sqs",
-            region_name="us-east-1",
-            endpoint_url=url,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-        # In AWS the queue outlives any outage (Terraform owns it); moto forgets it, so make it again.
-        return process, sqs.create_queue(QueueName=queue, Attributes={"VisibilityTimeout": "7200"})["QueueUrl"]
+        backend = f"http://127.0.0.1:{port}"
+        assert _wait_until_answering(backend, process, 30), "moto did not start"
+        # In AWS the queue outlives any outage (Terraform owns it); moto forgets it, so make it again before
+        # the service can reach this moto (through the proxy): SQS never answers "no such queue" here.
+        sqs_client(backend).create_queue(QueueName=queue, Attributes={"VisibilityTimeout": "7200"})
+        return process, port
 
-    moto, queue_url = start_moto()
+    def restart(moto: subprocess.Popen) -> subprocess.Popen:
+        proxy.cut()  # connections drop and new ones are refused, as when SQS is unreachable
+        stop_moto_server(moto)  # every queued message is gone with it
+        moto, port = start_moto()
+        proxy.target = ("127.0.0.1", port)
+        proxy.open()
+        return moto
+
+    moto, moto_port = start_moto()
+    proxy = TcpProxy(("127.0.0.1", moto_port))
+    proxy.open()
+    url = f"http://127.0.0.1:{proxy.port}"
+    queue_url = sqs_client(url).get_queue_url(QueueName=queue)["QueueUrl"]
     try:
         env = {
             **FAST,
@@ -178,21 +194,20 @@ def test_sqs_broker_restart_with_jobs_queued_loses_nothing(tmp_path, clips, star
         web = start_web(**env)
         key = new_key(django_user_model, "sqs-user")
         names = [web.upload(key, clips[w])[1]["job_name"] for w in WORDS[:2]]
-        stop_moto_server(moto)  # every queued message is gone with it
-        moto, _ = start_moto()
+        moto = restart(moto)
         worker = start_worker(**env)
         time.sleep(4.5)
         assert run_sweep(env).strip().endswith("2 requeued, 0 failed")
         wait_for(lambda: all_finished(names), timeout=120, message="the jobs to finish after the SQS restart")
         assert_all_done_once(names)
         # And a worker that was running through a restart carries on with new uploads.
-        stop_moto_server(moto)
-        moto, _ = start_moto()
+        moto = restart(moto)
         late = [web.upload(key, clips[WORDS[2]])[1]["job_name"]]
         wait_for(lambda: all_finished(late), timeout=120, message="a job uploaded after the second restart")
         assert_all_done_once(late)
         assert worker.process.poll() is None
     finally:
+        proxy.cut()
         stop_moto_server(moto)
 
 

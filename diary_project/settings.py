@@ -294,6 +294,8 @@ elif CELERY_BROKER_URL.startswith("sqs"):
         CELERY_BROKER_TRANSPORT_OPTIONS["is_secure"] = AWS_ENDPOINT_URL.startswith("https")
     # Workers need no sqs:CreateQueue, and SQS has no fanout for remote control.
     CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
+    # kombu's SQS transport, kept polling after a cut-off response (diary_project/broker_sqs.py).
+    CELERY_BROKER_TRANSPORT = "diary_project.broker_sqs:SQSTransport"
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": SQS_VISIBILITY_TIMEOUT}
 # The database is the source of truth for job state; no result backend is needed.

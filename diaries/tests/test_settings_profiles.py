@@ -58,7 +58,8 @@ def test_production_profile_settings_values():
         "s.AWS_S3_FILE_OVERWRITE, s.AWS_DEFAULT_ACL, s.AWS_S3_OBJECT_PARAMETERS['ServerSideEncryption'],"
         "s.CELERY_BROKER_TRANSPORT_OPTIONS['wait_time_seconds'],"
         "s.CELERY_BROKER_TRANSPORT_OPTIONS['visibility_timeout'],"
-        "sorted(s.CELERY_BROKER_TRANSPORT_OPTIONS['predefined_queues']), s.DATABASES['default']['ENGINE'])"
+        "sorted(s.CELERY_BROKER_TRANSPORT_OPTIONS['predefined_queues']), s.DATABASES['default']['ENGINE'],"
+        "s.CELERY_BROKER_TRANSPORT)"
     )
     result = run_manage("shell", "-c", code, env=PRODUCTION_ENV)
     assert result.returncode == 0, result.stderr
@@ -73,4 +74,5 @@ def test_production_profile_settings_values():
         "7200",
         "['diary-transcription']",
         "django.db.backends.postgresql",
+        "diary_project.broker_sqs:SQSTransport",
     ]

@@ -1,7 +1,8 @@
 """Local Whisper through faster-whisper (CTranslate2), on CPU int8 by default.
 
 Speed on a small CPU comes from three things, measured by `make bench`:
-- the batched pipeline (VAD windows decoded greedily in batches, no temperature fallback);
+- the batched pipeline (VAD windows decoded greedily in batches, no temperature fallback), its windows
+  ending at silences (`plan_windows`) rather than wherever 30 s of speech runs out;
 - model replicas (`num_workers`) each with few threads, fed windows concurrently: the decoder's small
   matrix products do not scale with threads, independent replicas do;
 - language detection from the encoder output the decoder uses anyway, instead of one more encoder pass.
@@ -465,7 +466,7 @@ class WhisperEngine:
     def warm_up(self) -> None:
         """Load the model, then run every replica once: a replica's first call allocates its buffers
         (make bench: the first job after a worker started took ~0.4 s longer), and a new worker's first
-        job should not pay for that. Also loads the VAD model. About 0.6 s at worker start."""
+        job should not pay for that. Also loads the VAD model. About 1 s at worker start (2 CPUs)."""
         import ctranslate2
         from faster_whisper.audio import pad_or_trim
         from faster_whisper.tokenizer import Tokenizer

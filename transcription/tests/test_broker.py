@@ -142,3 +142,13 @@ def test_messages_published_while_two_consumers_poll_arrive_once_each(tmp_path):
     # Every message exactly once, none half-read, nothing left behind.
     assert sorted(received) == list(range(count))
     assert list(folder.iterdir()) == []
+
+
+def test_sqs_channel_treats_a_cut_off_response_as_an_empty_poll(caplog):
+    from diary_project.broker_sqs import SQSChannel
+
+    channel = SQSChannel.__new__(SQSChannel)  # the method needs no connection for this case
+    # What a ReceiveMessage body cut off by a dropped connection parses to: kombu's own channel raises here
+    # and never polls again; the count of 0 lets the next poll be scheduled.
+    assert channel._on_messages_ready("queue", "diary-transcription", ["<ReceiveMessageResponse"]) == 0
+    assert "polling again" in caplog.text

@@ -14,19 +14,21 @@ from diary_project import broker
 from diary_project.celery import app
 
 
-@pytest.fixture
-def connection(tmp_path):
+def folder_options(tmp_path, **polling) -> dict:
     folder = tmp_path / "queue"
-    folder.mkdir()
-    options = {
+    folder.mkdir(exist_ok=True)
+    return {
         "data_folder_in": str(folder),
         "data_folder_out": str(folder),
         "control_folder": str(tmp_path / "control"),
         "store_processed": False,
-        "polling_interval": 0.5,
-        "busy_polling_interval": 0.02,
-        "busy_seconds": 3.0,
+        **polling,
     }
+
+
+@pytest.fixture
+def connection(tmp_path):
+    options = folder_options(tmp_path, polling_interval=0.5, busy_polling_interval=0.02, busy_seconds=3.0)
     with Connection("filesystem://", transport=broker.FilesystemTransport, transport_options=options) as conn:
         yield conn
 
@@ -91,15 +93,8 @@ def test_a_half_written_message_is_set_aside_not_fatal(connection, tmp_path, cap
 def test_messages_published_while_two_consumers_poll_arrive_once_each(tmp_path):
     import threading
 
+    options = folder_options(tmp_path, polling_interval=0.001, busy_polling_interval=0.001)
     folder = tmp_path / "queue"
-    folder.mkdir()
-    options = {
-        "data_folder_in": str(folder),
-        "data_folder_out": str(folder),
-        "control_folder": str(tmp_path / "control"),
-        "polling_interval": 0.001,
-        "busy_polling_interval": 0.001,
-    }
     queue = Queue("stress", Exchange("stress"), "stress")
     count = 400
     received: list[int] = []

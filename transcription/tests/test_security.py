@@ -39,7 +39,9 @@ def test_encryption_round_trip_at_chunk_boundaries(tmp_path, size):
     data = os.urandom(size)
     name = storage.save("a/audio.bin", ContentFile(data))
     on_disk = (tmp_path / name).read_bytes()
-    assert data[:64] not in on_disk or size == 0
+    # The plaintext is not on disk. Only checkable from 16 bytes: a shorter random string turns up in any
+    # ciphertext by chance (one byte: about one run in eight).
+    assert size < 16 or data[:64] not in on_disk
     with storage.open(name) as handle:
         assert handle.read() == data
 

@@ -5,6 +5,8 @@ Each test uses its own queue name: kombu keeps declared bindings in state shared
 transport class in one process, so a name reused with a new folder would not be bound there.
 """
 
+import contextlib
+import logging
 import socket
 
 import pytest
@@ -12,6 +14,23 @@ from kombu import Connection, Exchange, Queue
 
 from diary_project import broker
 from diary_project.celery import app
+
+
+@contextlib.contextmanager
+def log_messages(name: str):
+    """The messages one logger emits, however earlier tests configured logging (a dictConfig can disable
+    existing loggers or stop them propagating to pytest's capture)."""
+    messages: list[str] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = logging.getLogger(name)
+    disabled, logger.disabled = logger.disabled, False
+    logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+        logger.disabled = disabled
 
 
 def folder_options(tmp_path, **polling) -> dict:
@@ -75,18 +94,22 @@ def test_drain_gives_up_at_its_timeout(connection):
             connection.drain_events(timeout=0.2)
 
 
-def test_a_half_written_message_is_set_aside_not_fatal(connection, tmp_path, caplog):
+def test_a_half_written_message_is_set_aside_not_fatal(connection, tmp_path):
     queue = Queue("half", Exchange("half"), "half")
     received = []
-    with connection.Consumer(queue, callbacks=[lambda body, message: received.append(body)]):
-        # What kombu's own producer leaves for an instant: the file exists, nothing written yet.
-        (tmp_path / "queue" / "1_0000.half.msg").write_bytes(b"")
+    with (
+        log_messages("diary_project.broker") as logged,
+        connection.Consumer(queue, callbacks=[lambda body, message: received.append(body)]),
+    ):
+        # What kombu's own producer leaves for an instant: the file exists, nothing written yet. Named to sort
+        # (and be read) before the real message: names start with the publishing time in ms.
+        (tmp_path / "queue" / "0_0000.half.msg").write_bytes(b"")
         connection.Producer().publish({"step": "format"}, exchange=queue.exchange, routing_key="half")
         connection.drain_events(timeout=2)
     assert received == [{"step": "format"}]
-    assert "could not be read" in caplog.text
+    assert any("could not be read" in message for message in logged)
     assert [p.name for p in (tmp_path / "queue").iterdir() if p.name.startswith(".unreadable")] == [
-        ".unreadable.1_0000.half.msg"
+        ".unreadable.0_0000.half.msg"
     ]
 
 
@@ -139,11 +162,12 @@ def test_messages_published_while_two_consumers_poll_arrive_once_each(tmp_path):
     assert list(folder.iterdir()) == []
 
 
-def test_sqs_channel_treats_a_cut_off_response_as_an_empty_poll(caplog):
+def test_sqs_channel_treats_a_cut_off_response_as_an_empty_poll():
     from diary_project.broker_sqs import SQSChannel
 
     channel = SQSChannel.__new__(SQSChannel)  # the method needs no connection for this case
     # What a ReceiveMessage body cut off by a dropped connection parses to: kombu's own channel raises here
     # and never polls again; the count of 0 lets the next poll be scheduled.
-    assert channel._on_messages_ready("queue", "diary-transcription", ["<ReceiveMessageResponse"]) == 0
-    assert "polling again" in caplog.text
+    with log_messages("diary_project.broker_sqs") as logged:
+        assert channel._on_messages_ready("queue", "diary-transcription", ["<ReceiveMessageResponse"]) == 0
+    assert any("polling again" in message for message in logged)

@@ -158,17 +158,25 @@ def load_pcm_range(path: Path, start: float, end: float) -> np.ndarray:
 
 
 def speech_intervals(
-    samples: np.ndarray, *, min_silence_ms: int, threads: int = 1, piece_seconds: int = 300
+    samples: np.ndarray,
+    *,
+    min_silence_ms: int,
+    threads: int = 1,
+    piece_seconds: int = 300,
+    max_speech_seconds: float = float("inf"),
 ) -> list[tuple[float, float]]:
     """Speech as (start, end) seconds by Silero VAD (bundled with faster-whisper), without padding.
 
     The audio (float or 16-bit PCM, in memory or mapped) is read in pieces of a few minutes, on `threads`
     threads (ONNX Runtime releases the GIL): memory stays small, and speech split by a piece boundary
-    comes back as two touching intervals, which are joined again.
+    comes back as two touching intervals, which are joined again. No interval is longer than
+    `max_speech_seconds` (the VAD splits longer speech at its quietest moment; joins never undo that).
     """
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
-    options = VadOptions(min_silence_duration_ms=min_silence_ms, speech_pad_ms=0)
+    options = VadOptions(
+        min_silence_duration_ms=min_silence_ms, speech_pad_ms=0, max_speech_duration_s=max_speech_seconds
+    )
     piece = piece_seconds * SAMPLE_RATE
     starts = list(range(0, len(samples), piece))
 
@@ -183,7 +191,11 @@ def speech_intervals(
         pieces = [detect(first) for first in starts]
     joined: list[tuple[float, float]] = []
     for start, end in (interval for found in pieces for interval in found):
-        if joined and start - joined[-1][1] < min_silence_ms / 1000:
+        if (
+            joined
+            and start - joined[-1][1] < min_silence_ms / 1000
+            and max(joined[-1][1], end) - joined[-1][0] <= max_speech_seconds
+        ):
             joined[-1] = (joined[-1][0], max(joined[-1][1], end))
         else:
             joined.append((start, end))
@@ -581,21 +593,19 @@ class WhisperEngine:
     def speech_pieces(self, samples: np.ndarray) -> list[tuple[float, float, float]]:
         """Speech as (start, end, silence before) seconds, padded, none over the model's window.
 
-        Silero VAD as faster-whisper's batched pipeline runs it, but unpadded first so that the true
-        silences are known for `plan_windows`. Without VAD: the whole audio in 1 s pieces.
+        Silero VAD as faster-whisper's batched pipeline runs it (`speech_intervals`), unpadded first so that
+        the true silences are known for `plan_windows`. Without VAD: the whole audio in 1 s pieces.
         """
         duration = len(samples) / SAMPLE_RATE
         if not self.vad_filter:
             return [(start, min(start + 1.0, duration), 0.0) for start in np.arange(0.0, duration, 1.0)]
-        from faster_whisper.vad import VadOptions, get_speech_timestamps
-
-        options = VadOptions(
-            min_silence_duration_ms=self.vad_min_silence_ms,
-            max_speech_duration_s=WINDOW_SECONDS - 2 * SPEECH_PAD_SECONDS,
-            speech_pad_ms=0,
+        speech = speech_intervals(
+            samples,
+            min_silence_ms=self.vad_min_silence_ms,
+            threads=self.threads,
+            max_speech_seconds=WINDOW_SECONDS - 2 * SPEECH_PAD_SECONDS,
         )
-        found = get_speech_timestamps(samples, options, sampling_rate=SAMPLE_RATE)
-        return pad_speech([(s["start"] / SAMPLE_RATE, s["end"] / SAMPLE_RATE) for s in found], duration)
+        return pad_speech(speech, duration)
 
     def _transcribe_windows(
         self, model: Any, samples: np.ndarray, language: str | None, found: list[tuple[str, float]], *, detect: bool

@@ -549,6 +549,9 @@ class Service:
                 for name, status in rows:
                     if status == "failed":
                         raise SystemExit(f"benchmark job {name} failed; see {self.workdir}")
+                # A dead worker would leave this loop waiting for ever (it happened: see diary_project/broker.py).
+                if any(worker.poll() is not None for worker in self.workers):
+                    raise SystemExit(f"a benchmark worker exited; see the worker logs in {self.workdir}")
                     if status == "done":
                         finished_at.setdefault(name, now)
                 time.sleep(interval)
